@@ -1,0 +1,95 @@
+"""Pipeline configuration: one pydantic model per stage, YAML presets in configs/ that only override defaults.
+
+A misspelt or unknown key anywhere is an error naming the key (``extra="forbid"`` on every model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.video import FrameSampling
+from icon.fit import FitConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = ("fast", "default", "quality")
+
+
+class PersonConfig(BaseModel):
+    """Person detection and cropping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop_size: int = Field(512, ge=64, le=2048, description="Side S of the square person crops (px).")
+    crop_margin: float = Field(0.15, ge=0.0, le=1.0, description="Margin around the person box, fraction of its side.")
+    crop_smoothing: float = Field(0.5, ge=0.0, le=1.0, description="Temporal smoothing of the crop boxes (0 = off).")
+    detect_size: int = Field(512, ge=128, le=2048, description="Side of the image MediaPipe sees (px).")
+
+
+class PipelineConfig(BaseModel):
+    """Everything `avatarize` needs to process a video; saved with every output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: FrameSampling = Field(default_factory=FrameSampling, description="Which frames to decode.")
+    person: PersonConfig = Field(default_factory=PersonConfig, description="Person detection and crops.")
+    fit: FitConfig = Field(default_factory=FitConfig, description="Initial body fit.")
+    body_model: str | None = Field(
+        None, description="Path of a user-owned SMPL/SMPL-H/SMPL-X model file; None = the embedded Anny-based model."
+    )
+    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', or 'cuda:N'.")
+
+    def digest(self) -> str:
+        """Stable hash of the effective configuration (keys sorted)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(name_or_path: str | Path = "default", overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a preset name (fast/default/quality) or a YAML file, then apply nested overrides.
+
+    Raises:
+        ConfigError: unknown preset, unreadable YAML, or a key/value that fails validation (the key is named).
+    """
+    path = Path(name_or_path)
+    if str(name_or_path) in PRESETS:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    data = _deep_update(data, overrides or {})
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from exc
