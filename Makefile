@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export WARP_CACHE_PATH ?= $(CURDIR)/.cache/warp
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: demo test lint install clean
 
@@ -24,7 +26,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 demo: $(STAMP)
-	$(PY) -m flows.cli demo
+	$(VENV)/bin/avatarize demo
 
 clean:
 	rm -rf $(VENV) .cache
