@@ -1,0 +1,72 @@
+"""Settings of avatar training (network sizes, steps, loss weights, extraction), a pydantic model with presets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AvatarConfig"]
+
+
+class AvatarConfig(BaseModel):
+    """SCANimate-style avatar training. Defaults suit a GPU; ``AvatarConfig.fast()`` is sized for CPU and tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="Seed of network initialisation and sampling.")
+    hip_angle_deg: float = Field(30.0, ge=0.0, le=60.0, description="Hip abduction of the canonical Da-pose (deg).")
+    # --- data
+    samples_per_frame: int = Field(16000, ge=256, description="Surface samples drawn once per training frame.")
+    points_per_frame: int = Field(2048, ge=64, description="Surface samples per frame in each training step.")
+    frames_per_step: int = Field(4, ge=1, description="Frames per training step.")
+    body_points_per_frame: int = Field(1024, ge=0, description="Naked-body vertices per frame per skinning step.")
+    visibility_floor: float = Field(
+        0.1, ge=0.0, le=1.0, description="Weight of a point never seen by the camera, relative to a visible one."
+    )
+    # --- skinning networks
+    skin_frequencies: int = Field(4, ge=0, description="Positional-encoding frequencies of the skinning nets.")
+    skin_width: int = Field(128, ge=8, description="Hidden width of the skinning nets.")
+    skin_depth: int = Field(4, ge=1, description="Hidden layers of the skinning nets.")
+    code_dim: int = Field(16, ge=1, description="Per-frame latent code size of the inverse skinning net.")
+    skin_steps: int = Field(1500, ge=0, description="Adam steps of stage 1 (skinning nets).")
+    skin_lr: float = Field(2e-3, gt=0, description="Adam learning rate of stage 1.")
+    w_cycle: float = Field(10.0, ge=0, description="Cycle consistency: posed -> canonical -> posed position (m^-1).")
+    w_weight_cycle: float = Field(0.1, ge=0, description="Cycle consistency of inverse vs forward weights.")
+    w_body: float = Field(1.0, ge=0, description="Naked-body vertices keep the body model's weights (both nets, KL).")
+    w_nearest: float = Field(0.2, ge=0, description="Surface points near the body take the nearest body weights (KL).")
+    nearest_sigma: float = Field(0.05, gt=0, description="Distance scale (m) of the nearest-body-weight prior.")
+    w_sparse: float = Field(0.002, ge=0, description="Sparsity of weights (sum of w^0.7).")
+    w_smooth: float = Field(0.1, ge=0, description="Weights of nearby points agree (jittered pairs).")
+    smooth_sigma: float = Field(0.01, gt=0, description="Jitter (m) of the smoothness pairs.")
+    # --- implicit surface
+    sdf_frequencies: int = Field(4, ge=0, description="Positional-encoding frequencies of the SDF net.")
+    sdf_width: int = Field(256, ge=16, description="Hidden width of the SDF net.")
+    sdf_depth: int = Field(6, ge=2, description="Hidden layers of the SDF net.")
+    sdf_steps: int = Field(3000, ge=0, description="Adam steps of stage 2 (implicit surface).")
+    sdf_lr: float = Field(5e-4, gt=0, description="Adam learning rate of stage 2.")
+    w_surface: float = Field(3.0, ge=0, description="SDF = 0 at canonicalised surface points (L1, normalised units).")
+    w_normal: float = Field(1.0, ge=0, description="SDF gradient = canonicalised normal at surface points.")
+    w_eikonal: float = Field(0.1, ge=0, description="Unit gradient near the surface and in the box.")
+    w_offsurface: float = Field(0.05, ge=0, description="exp(-alpha |sdf|) on random box points (no spurious zeros).")
+    w_inside_outside: float = Field(1.0, ge=0, description="Inside the naked body < 0, on the box boundary > 0.")
+    near_sigma: float = Field(0.03, gt=0, description="Std (m) of the near-surface samples for the eikonal term.")
+    # --- extraction
+    resolution: int = Field(256, ge=16, description="Marching-cubes resolution of the canonical mesh.")
+    coarse_resolution: int = Field(33, ge=3, description="First level of the coarse-to-fine grid.")
+    box_padding: float = Field(0.08, ge=0.0, description="Padding (m) of the canonical box around the samples.")
+    reference_pose: Literal["mean", "canonical"] = Field(
+        "mean", description="Pose the canonical mesh is extracted at: the training poses' mean feature or the Da-pose."
+    )
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (when a checkpoint dir is given).")
+
+    @classmethod
+    def fast(cls, **overrides) -> AvatarConfig:
+        """Small networks and few steps: minutes on a CPU; for tests and previews."""
+        base = dict(
+            samples_per_frame=6000, points_per_frame=512, frames_per_step=2, body_points_per_frame=512,
+            skin_width=64, skin_depth=3, skin_steps=300, skin_lr=3e-3, sdf_width=128, sdf_depth=4, sdf_frequencies=3,
+            sdf_steps=500, sdf_lr=1e-3, resolution=96, coarse_resolution=25, checkpoint_every=200,
+        )  # fmt: skip
+        base.update(overrides)
+        return cls(**base)
