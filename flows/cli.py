@@ -195,7 +195,284 @@ def demo(
     typer.echo(f"{result.message} in {time.perf_counter() - t0:.0f} s")
     typer.echo(f"  store (open with flows.store.open_run or xarray.open_zarr): {result.store}")
     typer.echo(f"  contact sheet (crops with the fitted body overlaid): {result.contact_sheet}")
-    raise typer.Exit(1 if result.n_failed else 0)
+    typer.echo(f"  per-frame clothed meshes: in the store's /meshes group ({result.n_done} frames done)")
+    if result.avatar_dir:
+        typer.echo(f"  avatar: {result.avatar_dir}")
+        typer.echo(f"  avatar re-posed with the bundled wave motion: {result.avatar_video}")
+        typer.echo(f"  rigged glTF (open in Blender: File > Import > glTF 2.0): {result.avatar_gltf}")
+    elif result.avatar_error:
+        typer.echo(f"  avatar: failed ({result.avatar_error})")
+    raise typer.Exit(1 if result.n_failed or result.avatar_error else 0)
+
+
+# ------------------------------------------------------------------------------------------------- training commands
+train_app = typer.Typer(no_args_is_help=True, help="Train the learned parts on synthetic data (scripts/make_synth.py).")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("implicit")
+def train_implicit_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
+    heldout: Annotated[
+        Path | None, typer.Option("--heldout", help="Folder of held-out shards (make_synth.py --heldout).")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Optimiser steps.")] = 1500,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Final weights (safetensors).")] = Path(
+        "weights/implicit_net.safetensors"
+    ),
+    checkpoints: Annotated[
+        Path, typer.Option("--checkpoints", help="Checkpoint folder; an existing checkpoint is resumed.")
+    ] = Path("out/checkpoints/implicit"),
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden widths, e.g. 512,256,128 (ICON).")] = "256,128,64",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Persons per step.")] = 8,
+    points: Annotated[int, typer.Option("--points", min=1, help="Points per person per step.")] = 2048,
+    cached_points: Annotated[int, typer.Option("--cached-points", min=1, help="Cached points per person.")] = 8000,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 1e-3,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Steps between held-out evals.")] = 500,
+    reconstructions: Annotated[
+        int, typer.Option("--reconstructions", min=0, help="Held-out persons reconstructed at the end.")
+    ] = 4,
+    resolution: Annotated[int, typer.Option("--resolution", min=16, help="Marching-cubes resolution.")] = 256,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", min=1, help="Use the first N persons.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+) -> None:
+    """Train the implicit occupancy net (ICON's implicit stage) on synthetic occupancy samples."""
+    import json
+    import os
+
+    os.environ.setdefault("WARP_CACHE_PATH", str(Path(__file__).resolve().parents[1] / ".cache" / "warp"))
+    from pydantic import ValidationError
+
+    from body.model import BodyModel
+    from icon.implicit import ImplicitConfig
+    from icon.synth.shards import SynthDataset, shard_paths
+    from icon.train_implicit import ImplicitTrainConfig, train_implicit
+
+    try:
+        net_config = ImplicitConfig(hidden=tuple(int(w) for w in hidden.split(",") if w.strip()))
+        config = ImplicitTrainConfig(
+            steps=steps, batch_samples=batch, points_per_sample=points, cached_points=cached_points, lr=lr,
+            eval_every=eval_every, reconstructions=reconstructions, eval_resolution=resolution,
+        )  # fmt: skip
+    except (ValidationError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from e
+    train_shards = shard_paths(data)
+    if not train_shards:
+        raise typer.BadParameter(
+            f"no *.zarr shards in {data}; make them with scripts/make_synth.py", param_hint="--data"
+        )
+    train_set = SynthDataset(train_shards, with_mesh=False)
+    train_items = [train_set[i] for i in range(min(len(train_set), max_samples or len(train_set)))]
+    held_items = None
+    if heldout is not None:
+        held_shards = shard_paths(heldout)
+        if not held_shards:
+            raise typer.BadParameter(f"no *.zarr shards in {heldout}", param_hint="--heldout")
+        held_set = SynthDataset(held_shards, with_mesh=True)
+        held_items = [held_set[i] for i in range(len(held_set))]
+    result = train_implicit(
+        train_items, held_items, BodyModel(), config, net_config, out_path=out, checkpoint_dir=checkpoints,
+        device=device, on_log=typer.echo,
+    )  # fmt: skip
+    summary = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "cache_seconds": round(result.cache_seconds, 1),
+    }
+    if result.occupancy:
+        e = result.occupancy[-1]
+        summary.update(heldout_accuracy=e.accuracy, heldout_iou=e.iou, body_accuracy=e.body_accuracy,
+                       body_iou=e.body_iou)  # fmt: skip
+    if result.reconstruction is not None:
+        r = result.reconstruction
+        summary.update(
+            chamfer_cm=r.chamfer, p2s_cm=r.p2s, normal_consistency=r.normal_consistency, body_chamfer_cm=r.body_chamfer,
+            body_p2s_cm=r.body_p2s, body_normal_consistency=r.body_normal_consistency, seeds=r.seeds,
+            chamfer_reduction=r.chamfer_reduction, seconds_per_reconstruction=r.seconds_per_reconstruction,
+        )  # fmt: skip
+    typer.echo(json.dumps(summary, indent=1))
+
+
+
+def _normal_items(folder: Path, preload: bool, option: str):
+    """Shards of `folder` as a dataset; preloaded to memory (normals as float16) unless `preload` is False."""
+    import numpy as np
+
+    from icon.synth.shards import SynthDataset, shard_paths
+    from icon.train_normal import SAMPLE_FIELDS
+
+    shards = shard_paths(folder)
+    if not shards:
+        raise typer.BadParameter(
+            f"no *.zarr shards in {folder}; make them with scripts/make_synth.py", param_hint=option
+        )
+    dataset = SynthDataset(shards, with_mesh=False)
+    if not preload:
+        return dataset
+    half = {name: np.float16 for name in SAMPLE_FIELDS if "normal" in name}
+    return [
+        {name: np.asarray(getattr(s, name), dtype=half.get(name)) for name in SAMPLE_FIELDS}
+        for s in (dataset[i] for i in range(len(dataset)))
+    ]
+
+
+@train_app.command("normal-net")
+def train_normal_net_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
+    heldout: Annotated[
+        Path | None, typer.Option("--heldout", help="Folder of held-out shards (make_synth.py --heldout).")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Optimiser steps.")] = 3000,
+    size: Annotated[int, typer.Option("--size", min=16, help="Working image size of the net (px).")] = 128,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Final weights (safetensors).")] = Path(
+        "weights/normal_net.safetensors"
+    ),
+    checkpoints: Annotated[
+        Path, typer.Option("--checkpoints", help="Checkpoint folder (weights, optimizer, state.json).")
+    ] = Path("out/checkpoints/normal_net"),
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the checkpoint if any.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak Adam learning rate (cosine decay).")] = 2e-3,
+    base_channels: Annotated[int, typer.Option("--base-channels", min=4, help="Full-resolution channels.")] = 16,
+    max_channels: Annotated[int, typer.Option("--max-channels", min=4, help="Channel cap per level.")] = 64,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Down-sampling levels.")] = 4,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Steps between held-out evals.")] = 500,
+    preload: Annotated[bool, typer.Option("--preload/--stream", help="Hold the shards in memory.")] = True,
+) -> None:
+    """Train the body-guided normal net (front + back) on synthetic clothed humans."""
+    import json
+
+    from pydantic import ValidationError
+
+    from icon.normal_net import NormalNetConfig
+    from icon.train_normal import train_normal_net
+
+    try:
+        config = NormalNetConfig(base_channels=base_channels, max_channels=max_channels, depth=depth, image_size=size)
+    except ValidationError as e:
+        raise typer.BadParameter(str(e)) from e
+    train_set = _normal_items(data, preload, "--data")
+    held_set = _normal_items(heldout, preload, "--heldout") if heldout is not None else None
+
+    def on_progress(p) -> None:
+        line = f"step {p.step}/{p.steps}  loss {p.loss:.4f}  lr {p.lr:.2e}  {p.seconds:.0f} s"
+        if p.evaluation is not None:
+            e = p.evaluation
+            line += (
+                f"  held-out deg body {e.body_front_deg:.2f}/{e.body_back_deg:.2f} -> "
+                f"net {e.pred_front_deg:.2f}/{e.pred_back_deg:.2f} (front/back)"
+            )
+        typer.echo(line)
+
+    result = train_normal_net(
+        train_set, held_set, config, steps=steps, batch_size=batch, lr=lr, out_path=out, checkpoint_dir=checkpoints,
+        device=device, resume=resume, progress=on_progress, eval_every=eval_every, log_every=50,
+    )  # fmt: skip
+    summary: dict = {"steps": result.step, "seconds": round(result.seconds, 1), "weights": str(out)}
+    if result.evaluations:
+        e = result.evaluations[-1]
+        summary.update(
+            heldout_frames=e.frames, body_front_deg=e.body_front_deg, body_back_deg=e.body_back_deg,
+            pred_front_deg=e.pred_front_deg, pred_back_deg=e.pred_back_deg,
+            improvement_front=e.improvement_front, improvement_back=e.improvement_back,
+        )  # fmt: skip
+    typer.echo(json.dumps(summary, indent=1))
+
+
+# --------------------------------------------------------------------------------------------------- avatar commands
+def _avatar_cfg(config: str):
+    """AvatarConfig of a preset (fast, default, quality) or a YAML file: its ``avatar:`` section when the pipeline
+    config has one, else ``AvatarConfig.fast()`` for "fast" and ``AvatarConfig()`` otherwise."""
+    from avatar.config import AvatarConfig
+    from flows.config import ConfigError, load_config
+
+    try:
+        pipeline_cfg = load_config(config)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
+    section = getattr(pipeline_cfg, "avatar", None)
+    if isinstance(section, AvatarConfig):
+        return section
+    return AvatarConfig.fast() if config == "fast" else AvatarConfig()
+
+
+@app.command()
+def avatar(
+    store: Annotated[Path, typer.Argument(help="A run store (<out>/<stem>.zarr) with reconstructed frames.")],
+    config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
+    motion: Annotated[
+        Path | None, typer.Option("--motion", help="Preview motion (default: assets/motions/wave.npz).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Avatar folder (default <stem>.avatar).")] = None,
+    preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Re-pose the avatar as a preview.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+) -> None:
+    """Train an animatable avatar from a run store (resumes from its checkpoints) and re-pose it as a preview."""
+    cfg = _avatar_cfg(config)
+    from flows.avatar_flow import train_avatar_flow
+    from flows.store import RunStoreError
+
+    try:
+        result = train_avatar_flow(store, cfg, motion_path=motion, preview=preview, out_dir=out, device=device)
+    except (RunStoreError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"avatar: {result.avatar_dir} ({result.seconds['total']:.0f} s)")
+    typer.echo(f"  training curves: {result.curves_png or '(none)'}")
+    if result.preview is not None:
+        typer.echo(f"  preview video: {result.preview.video_path}")
+        typer.echo(f"  preview glTF: {result.preview.gltf_path}")
+
+
+@app.command()
+def repose(
+    avatar_dir: Annotated[Path, typer.Argument(help="Avatar folder (written by `avatarize avatar`).")],
+    motion: Annotated[Path, typer.Argument(help="Motion file: AMASS or plain SMPL .npz.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    fps: Annotated[float | None, typer.Option("--fps", min=0.001, help="Resample the motion to this rate.")] = None,
+    quality: Annotated[str, typer.Option("--quality", help="fast (skinned mesh) or full (per-pose surface).")] = "fast",
+    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Pose the first N frames.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+) -> None:
+    """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated avatar.glb."""
+    if quality not in ("fast", "full"):
+        raise typer.BadParameter(f"expected fast or full, got {quality!r}", param_hint="--quality")
+    from flows.avatar_flow import repose as repose_flow
+
+    try:
+        result = repose_flow(avatar_dir, motion, out, fps=fps, quality=quality, max_frames=max_frames, device=device)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"{result.n_frames} frames at {result.fps:g} fps ({result.quality}) in {result.seconds['total']:.1f} s")
+    typer.echo(f"  meshes: {result.out_dir / 'meshes'} ({len(result.mesh_paths)} PLY)")
+    typer.echo(f"  video: {result.video_path}")
+    typer.echo(f"  glTF: {result.gltf_path}")
+
+
+@app.command("reconstruct")
+def reconstruct_cmd(
+    source: Annotated[Path, typer.Argument(help="An image, or a folder of images (each reconstructed on its own).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
+    mask: Annotated[Path | None, typer.Option("--mask", help="Person mask image (single image only).")] = None,
+) -> None:
+    """ICON on images: *_recon.obj, *_body.obj, *_fit.npz and an overlay PNG per image."""
+    cfg = _load_cfg(config, None, None)
+    from flows.reconstruct_files import reconstruct_images
+
+    try:
+        results = reconstruct_images(source, out, cfg, mask=mask)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    for r in results:
+        if r.skipped:
+            typer.echo(f"{r.image}: skipped ({r.skipped})")
+        else:
+            typer.echo(f"{r.image}: {r.recon}, {r.body}, {r.fit}, {r.overlay}")
+    raise typer.Exit(0 if any(not r.skipped for r in results) else 1)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from avatar.config import AvatarConfig
 from flows.video import FrameSampling
 from icon.fit import FitConfig
+from icon.reconstruct import ReconstructConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "default", "quality")
@@ -39,6 +41,22 @@ class PipelineConfig(BaseModel):
     frames: FrameSampling = Field(default_factory=FrameSampling, description="Which frames to decode.")
     person: PersonConfig = Field(default_factory=PersonConfig, description="Person detection and crops.")
     fit: FitConfig = Field(default_factory=FitConfig, description="Initial body fit.")
+    reconstruct: ReconstructConfig = Field(
+        default_factory=ReconstructConfig, description="SMPL feedback loop and implicit clothed surface per frame."
+    )
+    reconstruct_enabled: bool = Field(True, description="Run the per-frame reconstruction stage (else fit only).")
+    avatar: AvatarConfig = Field(default_factory=AvatarConfig, description="SCANimate avatar training.")
+    avatar_enabled: bool = Field(True, description="Train an avatar after the per-frame reconstruction.")
+    avatar_min_frames: int = Field(2, ge=1, description="Fewest reconstructed frames needed to train an avatar.")
+    avatar_motion: str | None = Field(
+        None, description="Motion file for the avatar preview; None = the bundled assets/motions/wave.npz."
+    )
+    normal_net_weights: str | None = Field(
+        None, description="Normal-net safetensors file; None = the shipped weights/normal_net.safetensors."
+    )
+    implicit_net_weights: str | None = Field(
+        None, description="Implicit-net safetensors file; None = the shipped weights/implicit_net.safetensors."
+    )
     body_model: str | None = Field(
         None, description="Path of a user-owned SMPL/SMPL-H/SMPL-X model file; None = the embedded Anny-based model."
     )

@@ -176,6 +176,10 @@ class VideoResult:
     n_failed: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    avatar_dir: str | None = None
+    avatar_video: str | None = None
+    avatar_gltf: str | None = None
+    avatar_error: str | None = None
 
     @property
     def status(self) -> str:
@@ -518,7 +522,10 @@ def extract_frames(
         code_version=code_version(),
     )
     n = len(det.indices)
-    store = create_run(store_path, n_frames=n, image_size=config.person.crop_size, attrs=attrs, overwrite=True)
+    store = create_run(
+        store_path, n_frames=n, image_size=config.person.crop_size, attrs=attrs, overwrite=True,
+        refine_iters=max(config.reconstruct.refine.iterations, 1),
+    )
     store.group.attrs.update({"config_digest": config.digest(), "pipeline_stages": []})
     crop_secs = np.zeros(n)
     for rows, cropped, secs in iter_crops(video, config, det, crops):
@@ -644,12 +651,89 @@ def render_frame_preview(ctx: FrameContext, t: int) -> None:
     write_png(_tile_path(ctx.preview_dir, t), tile)
 
 
-def frame_steps() -> list[tuple[str, FrameStep]]:
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_nets: dict[tuple[str, str, str], Any] = {}
+
+
+def _weights_path(configured: str | None, default_name: str) -> Path:
+    path = Path(configured) if configured else WEIGHTS_DIR / default_name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"network weights {path} not found; pass an existing file in the config "
+            f"({'normal_net_weights' if 'normal' in default_name else 'implicit_net_weights'}) or train them with "
+            f"`avatarize train`"
+        )
+    return path
+
+
+def load_networks(config: PipelineConfig, device: str) -> tuple[Any, Any]:
+    """The normal and implicit networks on ``device``, loaded once per process."""
+    from icon.implicit import load_implicit_net
+    from icon.normal_net import load_normal_net
+
+    normal = _weights_path(config.normal_net_weights, "normal_net.safetensors")
+    implicit = _weights_path(config.implicit_net_weights, "implicit_net.safetensors")
+    with _model_lock:
+        for kind, path, loader in (("normal", normal, load_normal_net), ("implicit", implicit, load_implicit_net)):
+            key = (kind, str(path), device)
+            if key not in _nets:
+                _nets[key] = loader(path, device)
+        return _nets[("normal", str(normal), device)], _nets[("implicit", str(implicit), device)]
+
+
+def reconstruct_frame(ctx: FrameContext, t: int) -> None:
+    """ICON on store position ``t``: refine the body (β fixed to the video's), predict clothed normals, extract the
+    clothed mesh; write /fits/refined, /fits/loss, /normals and /meshes."""
+    import torch
+
+    from icon.fit import BodyFit
+    from icon.reconstruct import reconstruct
+
+    frame = ctx.store.read_frames([t])
+    init = ctx.store.read_fit("init", [t])
+    if not torch.isfinite(init.betas).all():
+        raise RuntimeError("no body fit stored for this frame")
+    model = ctx.model()
+    normal_net, implicit_net = load_networks(ctx.config, ctx.device)
+    dev = torch.device(ctx.device)
+    fit = BodyFit(
+        betas=init.betas.to(dev), global_orient=init.global_orient.to(dev), body_pose=init.body_pose.to(dev),
+        transl=init.transl.to(dev), camera=init.camera.to(dev), image_size=ctx.store.image_size,
+        losses=torch.zeros(1, device=dev), keypoint_error_px=torch.zeros(1, device=dev),
+    )  # fmt: skip
+    cfg = ctx.config.reconstruct.model_copy(
+        update={"refine": ctx.config.reconstruct.refine.model_copy(update={"optimise_betas": False})}
+    )
+    rec = reconstruct(
+        model, torch.from_numpy(frame.image).to(dev), torch.from_numpy(frame.mask).to(dev), fit, normal_net,
+        implicit_net, cfg, keypoints=torch.from_numpy(frame.keypoints).to(dev),
+    )  # fmt: skip
+    vertices, faces = rec.meshes[0]
+    if len(faces) == 0:
+        raise RuntimeError("the implicit surface is empty for this frame")
+    rf = rec.fit
+    ctx.store.write_fit(
+        "refined", [t], betas=rf.betas.cpu(), global_orient=rf.global_orient.cpu(), body_pose=rf.body_pose.cpu(),
+        transl=rf.transl.cpu(), camera=rf.camera.cpu(),
+    )  # fmt: skip
+    losses = rec.losses.cpu().numpy()[:, : ctx.store.refine_iters]
+    ctx.store.write_loss([t], losses)
+    ctx.store.write_normals(
+        [t], rec.normals_front.cpu().numpy().astype(np.float16), rec.normals_back.cpu().numpy().astype(np.float16)
+    )
+    ctx.store.write_mesh(t, vertices.astype(np.float32), faces.astype(np.int32))
+
+
+def frame_steps(config: PipelineConfig | None = None) -> list[tuple[str, FrameStep]]:
     """The per-frame steps, in order, run by :func:`process_frame_batch`; a frame is DONE once all succeed.
 
-    The reconstruction stage goes in front of the preview (it then renders the reconstructed mesh too).
+    The reconstruction stage runs first (when enabled in the config), then the preview.
     """
-    return [("preview", render_frame_preview)]
+    steps: list[tuple[str, FrameStep]] = []
+    if config is not None and config.reconstruct_enabled:
+        steps.append(("reconstruct", reconstruct_frame))
+    steps.append(("preview", render_frame_preview))
+    return steps
 
 
 def _tile_path(preview_dir: Path, t: int) -> Path:
@@ -673,7 +757,7 @@ def process_frame_batch(
     store = open_run(store_path, "r+")
     result = BatchResult(frames=list(frames))
     todo = store.pending(frames)
-    steps = frame_steps()
+    steps = frame_steps(config)
     with _device_scope(devices, config) as device:
         ctx = FrameContext(store, config, device, Path(preview_dir))
         for t in todo:
@@ -909,6 +993,7 @@ def process_video(
                 if progress_id is not None:
                     _update_progress(progress_id, 100.0 * done_now / n)
 
+    avatar_out = _train_avatar_stage(store, store_path, cfg, runner, logger) if cfg.avatar_enabled else {}
     _emit("video", video=str(video), stage="finish")
     store.finalize()
     sheet = _write_contact_sheet(preview_dir, store)
@@ -930,6 +1015,7 @@ def process_video(
         n_failed=int(np.sum(status == FrameStatus.FAILED)),
         seconds=time.perf_counter() - t_start,
         stage_seconds=stage_seconds,
+        **avatar_out,
     )
     if _in_flow():
         from flows.artifacts import publish_video_artifacts
@@ -937,6 +1023,33 @@ def process_video(
         publish_video_artifacts(slug, result, [records[t] for t in sorted(records)], store.reasons())
     (logger.warning if result.n_failed else logger.info)("%s: %s", video.name, result.message)
     return result
+
+
+def _train_avatar_stage(
+    store: RunStore, store_path: Path, cfg: PipelineConfig, runner: RunnerConfig, logger: Any
+) -> dict[str, str | None]:
+    """Train the avatar from the reconstructed frames (a sub-flow) and re-pose it as a preview; never raises."""
+    n_meshes = len(store.mesh_frames())
+    if not cfg.reconstruct_enabled or n_meshes < cfg.avatar_min_frames:
+        logger.info("%s: no avatar: %d reconstructed frame(s), %d needed", store_path.name, n_meshes,
+                    cfg.avatar_min_frames)  # fmt: skip
+        return {}
+    from flows.avatar_flow import train_avatar_flow
+
+    _emit("video", video=str(store.attrs.source_path), stage="avatar")
+    devices = list(runner.devices)
+    with _device_scope(devices, cfg) as device:
+        try:
+            res = train_avatar_flow(store_path, cfg.avatar, motion_path=cfg.avatar_motion, device=device,
+                                    min_frames=cfg.avatar_min_frames, body_model_path=cfg.body_model)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the frames are done; report the avatar failure, keep them
+            logger.error("%s: avatar training failed: %s", store_path.name, e)
+            return {"avatar_error": f"{type(e).__name__}: {e}"}
+    out: dict[str, str | None] = {"avatar_dir": str(res.avatar_dir)}
+    if res.preview is not None:
+        out["avatar_video"] = str(res.preview.video_path)
+        out["avatar_gltf"] = str(res.preview.gltf_path)
+    return out
 
 
 def _create_progress(progress: float, key: str, description: str) -> Any:

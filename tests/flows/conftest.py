@@ -66,5 +66,7 @@ def tiny_config():
             "frames": {"fps": None, "max_frames": CLIP_FRAMES},
             "person": {"crop_size": 128, "detect_size": 256},
             "fit": {"orient_iters": 2, "pose_iters": 2, "silhouette_iters": 0},
+            "reconstruct_enabled": False,
+            "avatar_enabled": False,
         },
     )

@@ -1,6 +1,6 @@
 """Tests for the deployment side: prefect.yaml (schema, entrypoint, parameters, schedule) and `avatarize serve`.
 
-These need no Prefect server; a real server + worker run is left to a manual check (see prefect.yaml's header).
+These need no Prefect server; the real server + worker run of the deployment is in test_deployment_server.py.
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def test_frame_batch_marks_failures_and_keeps_going(processed, tiny_config, tmp_
         if t == 2:
             raise RuntimeError("bad frame")
 
-    monkeypatch.setattr(pipeline, "frame_steps", lambda: [("check", step)])
+    monkeypatch.setattr(pipeline, "frame_steps", lambda config=None: [("check", step)])
     with pytest.raises(pipeline.FrameBatchError) as info:
         pipeline.process_frame_batch.fn(str(store_path), [0, 1, 2, 3], tiny_config, str(tmp_path))
     res = info.value.result
