@@ -1,9 +1,15 @@
 """Command-line interface (`avatarize ...`)."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# One intra-op thread per process unless the user says otherwise: on small CPU boxes torch's OpenMP threads stall
+# badly whenever another process (the Prefect server, a Dask worker) competes for the cores (measured 5-10x slower
+# steps with 2 threads on 2 shared cores); parallelism comes from the task runners instead. Must precede torch's import.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 app = typer.Typer(no_args_is_help=True, help="Turn a video of a person into an animatable clothed 3D avatar.")
 

@@ -1,0 +1,291 @@
+"""Avatar vs per-frame reconstructions on the synthetic turning clip (ground truth known).
+
+For a pipeline run on ``assets/demo.mp4`` (``avatarize demo --out OUT``), compares against the true clothed mesh of
+each stored frame (regenerated with ``icon.synth.sequence`` from ``assets/demo_truth.npz``):
+
+(a) the frame's own reconstruction (store mesh),
+(b) the trained avatar posed into that frame's refined-fit pose (``repose_fast``),
+(c) the naked fitted body.
+
+Reconstructions, avatar and fits live in the weak-perspective crop camera space; the ground truth lives in the
+perspective camera space of the clip. Per frame, one similarity transform (Umeyama: scale, rotation, translation) maps
+the fitted body's vertices onto the ground-truth body's vertices (same topology) and is applied to (a), (b) and (c)
+alike; the Chamfer is also reported with a scale + translation only alignment (no rotation).
+
+Then 3 unseen poses (``bench/avatar.py``'s ``unseen_poses``): the avatar is posed into each, aligned by the Umeyama
+transform between its own body (avatar betas, same pose) and the ground-truth body, and its Chamfer is compared with
+its training-pose mean.
+
+Usage: python bench/avatar_vs_frames.py --store OUT/demo.zarr [--avatar OUT/demo.avatar] [--grid 160]
+       [--samples 10000] [--json OUT/avatar_vs_frames.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WARP_CACHE_PATH", str(ROOT / ".cache" / "warp"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from avatar.model import load_avatar  # noqa: E402
+from avatar.repose import repose_fast  # noqa: E402
+from body import BodyModel, Motion  # noqa: E402
+from flows.avatar_flow import avatar_dir_for  # noqa: E402
+from flows.store import open_run  # noqa: E402
+from geometry.metrics import reconstruction_metrics  # noqa: E402
+from geometry.surface import extract_surface  # noqa: E402
+from icon.synth.garments import ClothedField  # noqa: E402
+from icon.synth.sequence import ClothedPerson, make_person, turn_and_wave_motion  # noqa: E402
+
+UNSEEN_ORIENT = np.array([0.0, 0.4, 0.0], np.float32)  # as in bench/avatar.py
+
+
+def unseen_poses() -> dict[str, np.ndarray]:
+    """The three unseen (69,) body poses of bench/avatar.py (imported from the file: ``bench`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("_bench_avatar", ROOT / "bench" / "avatar.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.unseen_poses()
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, rotation: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising sum |s R src_i + t - dst_i|^2 (Umeyama 1991); R = I when not ``rotation``."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if rotation:
+        cov = xd.T @ xs / len(src)
+        u, d, vt = np.linalg.svd(cov)
+        sign = np.eye(3)
+        if np.linalg.det(u) * np.linalg.det(vt) < 0:
+            sign[2, 2] = -1.0
+        r = u @ sign @ vt
+        s = float(np.trace(np.diag(d) @ sign) / var_s)
+    else:
+        r = np.eye(3)
+        s = float((xs * xd).sum() / len(src) / var_s)
+    return s, r, mu_d - s * r @ mu_s
+
+
+def apply(sim: tuple[float, np.ndarray, np.ndarray], v: torch.Tensor) -> torch.Tensor:
+    s, r, t = sim
+    out = s * np.asarray(v, np.float64) @ r.T + t
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def rotation_deg(r: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+class Truth:
+    """Ground-truth clothed and naked meshes of the demo person (perspective camera space, metres)."""
+
+    def __init__(self, model: BodyModel, truth_path: Path, grid: int | None) -> None:
+        self.model = model
+        d = np.load(truth_path)
+        self.d = d
+        self.person: ClothedPerson = make_person(model, int(d["outfit_seed"]), betas=d["betas"].astype(np.float32))
+        self.grid = int(grid or d["grid"])
+        # The clip's motion regenerated (the poses in the truth file must be these).
+        motion = turn_and_wave_motion(len(d["global_orient"]), turns=1.0)
+        regen = np.stack([np.concatenate([p.global_orient, p.body_pose]) for p in motion])
+        stored = np.concatenate([d["global_orient"], d["body_pose"]], axis=1)
+        if not np.allclose(regen, stored, atol=1e-5):
+            raise RuntimeError(f"{truth_path}: poses differ from turn_and_wave_motion({len(stored)})")
+
+    def body(self, go: np.ndarray, bp: np.ndarray, transl: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self.model(betas=torch.as_tensor(self.person.betas)[None], global_orient=torch.as_tensor(go)[None],
+                             body_pose=torch.as_tensor(bp)[None], transl=torch.as_tensor(transl)[None])  # fmt: skip
+        return out.vertices[0].double().numpy()
+
+    def clothed(self, go: np.ndarray, bp: np.ndarray, transl: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The geometry part of ``render_frame``: ClothedField of the posed body, marching cubes, + transl."""
+        m = self.model
+        with torch.no_grad():
+            posed = m(torch.as_tensor(self.person.betas[None], dtype=m.dtype), torch.as_tensor(go[None], dtype=m.dtype),
+                      torch.as_tensor(bp[None], dtype=m.dtype)).vertices[0].float().cpu()  # fmt: skip
+        p = self.person
+        cloth = ClothedField(posed, m.faces.cpu(), p.rest_vertices, p.marks, p.garments)
+        box = cloth.bounds()
+        side = float((box[1] - box[0]).max())
+        cube = np.stack([box[0], box[0] + side])
+        verts, tri = extract_surface(cloth, cube, resolution=self.grid, coarse_resolution=33, level=0.0,
+                                     inside="below", batch_points=2**16)  # fmt: skip
+        verts = (verts + np.asarray(transl, np.float32)).astype(np.float32)
+        return torch.from_numpy(verts), torch.from_numpy(np.asarray(tri)).long()
+
+
+def metrics(v, f, v_gt, f_gt, n: int) -> tuple[float, float]:
+    m = reconstruction_metrics(v, f, v_gt, f_gt, n_samples=n)
+    return float(m.chamfer), float(m.p2s)
+
+
+def avatar_at_true_pose(
+    avatar,
+    model: BodyModel,
+    truth: Truth,
+    go: np.ndarray,
+    bp: np.ndarray,
+    transl_gt: np.ndarray,
+    transl_av: np.ndarray,
+    v_gt,
+    f_gt,
+    n: int,
+) -> dict[str, float]:
+    """The avatar posed (repose_fast) into a ground-truth pose in its own space, aligned by the Umeyama transform
+    between its own body (avatar betas, that pose) and the ground-truth body; Chamfer/P2S vs the GT clothed mesh."""
+    go, bp, transl_av = (np.asarray(a, np.float32) for a in (go, bp, transl_av))
+    body_gt = truth.body(go, bp, transl_gt)
+    one = Motion(fps=1.0, global_orient=go[None], body_pose=bp[None], transl=transl_av[None])
+    v_av = repose_fast(avatar, one)[0].cpu()
+    with torch.no_grad():
+        body_av = model(betas=avatar.betas.detach().cpu()[None].to(model.dtype),
+                        global_orient=torch.as_tensor(go)[None], body_pose=torch.as_tensor(bp)[None],
+                        transl=torch.as_tensor(transl_av)[None]).vertices[0].double().numpy()  # fmt: skip
+    sim = umeyama(body_av, body_gt)
+    ch, p2s = metrics(apply(sim, v_av), avatar.faces.cpu().long(), v_gt, f_gt, n)
+    ch_body, _ = metrics(apply(sim, torch.from_numpy(body_av).float()), model.faces.cpu().long(), v_gt, f_gt, n)
+    return {"avatar_chamfer": ch, "avatar_p2s": p2s, "body_chamfer": ch_body, "scale": sim[0],
+            "rot_deg": rotation_deg(sim[1])}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, required=True, help="run store of the demo clip (OUT/demo.zarr)")
+    parser.add_argument("--avatar", type=Path, default=None, help="avatar folder (default OUT/<stem>.avatar)")
+    parser.add_argument("--truth", type=Path, default=ROOT / "assets" / "demo_truth.npz")
+    parser.add_argument("--grid", type=int, default=0, help="marching-cubes resolution of the GT (0 = the clip's)")
+    parser.add_argument("--samples", type=int, default=10000, help="surface samples per mesh for the metrics")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+
+    store = open_run(args.store, "r")
+    avatar_dir = args.avatar or avatar_dir_for(args.store)
+    avatar = load_avatar(avatar_dir, "cpu")
+    model = BodyModel(store.attrs.config.get("body_model"))
+    truth = Truth(model, args.truth, args.grid or None)
+    d = truth.d
+
+    frames = store.mesh_frames()
+    refined, init = store.read_fit("refined", frames), store.read_fit("init", frames)
+    names = ("betas", "global_orient", "body_pose", "transl")
+    ok = np.stack([np.isfinite(getattr(refined, n).numpy()).all(-1) for n in names]).all(0)
+    fit = {
+        n: np.where(ok[:, None], getattr(refined, n).numpy(), getattr(init, n).numpy()).astype(np.float32)
+        for n in names
+    }
+    if not ok.all():
+        print(f"note: frames {[t for t, k in zip(frames, ok, strict=True) if not k]} have no refined fit; using init")
+    with torch.no_grad():
+        fitted_body = model(**{n: torch.as_tensor(fit[n]) for n in names}).vertices.double().numpy()
+    motion = Motion(fps=float(store.attrs.fps), global_orient=fit["global_orient"], body_pose=fit["body_pose"],
+                    transl=fit["transl"])  # fmt: skip
+    posed_avatar = repose_fast(avatar, motion).cpu()
+    faces_body = model.faces.cpu().long()
+    print(f"store {args.store}: {len(frames)} frames with a mesh; avatar {avatar_dir} ({len(avatar.vertices)} verts); "
+          f"GT grid {truth.grid}; outfit {', '.join(g.family for g in truth.person.garments)}")  # fmt: skip
+
+    rows = []
+    for k, t in enumerate(frames):
+        i = int(store.attrs.frame_indices[t])
+        go, bp, tr = d["global_orient"][i], d["body_pose"][i], d["transl"][i]
+        v_gt, f_gt = truth.clothed(go, bp, tr)
+        body_gt = truth.body(go, bp, tr)
+        sim = umeyama(fitted_body[k], body_gt)
+        sim_nr = umeyama(fitted_body[k], body_gt, rotation=False)
+        body_res = float(np.linalg.norm(apply(sim, fitted_body[k]).double().numpy() - body_gt, axis=1).mean() * 100)
+        mesh = store.read_mesh(t)
+        rec_v, rec_f = (
+            torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32),
+            torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
+        )
+        row = {"t": t, "source_frame": i, "scale": sim[0], "rot_deg": rotation_deg(sim[1]), "body_v2v_cm": body_res}
+        for key, (v, f) in {"rec": (rec_v, rec_f), "avatar": (posed_avatar[k], avatar.faces.cpu().long()),
+                            "body": (torch.from_numpy(fitted_body[k]).float(), faces_body)}.items():  # fmt: skip
+            row[f"{key}_chamfer"], row[f"{key}_p2s"] = metrics(apply(sim, v), f, v_gt, f_gt, args.samples)
+            if key != "body":
+                row[f"{key}_chamfer_norot"], _ = metrics(apply(sim_nr, v), f, v_gt, f_gt, args.samples)
+        at_true = avatar_at_true_pose(avatar, model, truth, go, bp, tr, fit["transl"][k], v_gt, f_gt, args.samples)
+        row["avatar_truepose_chamfer"] = at_true["avatar_chamfer"]
+        rows.append(row)
+        print(f"  frame t={t} (source {i}): rec {row['rec_chamfer']:.2f} avatar {row['avatar_chamfer']:.2f} "
+              f"body {row['body_chamfer']:.2f} cm ({time.perf_counter() - t_start:.0f} s)", flush=True)  # fmt: skip
+
+    print(
+        "\n| t | src | align s / rot° | body v2v | rec Ch / P2S | avatar Ch / P2S | naked Ch / P2S | "
+        "rec / avatar Ch (no rot) | avatar @ true pose Ch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['t']} | {r['source_frame']} | {r['scale']:.3f} / {r['rot_deg']:.1f} | {r['body_v2v_cm']:.2f} | "
+            f"{r['rec_chamfer']:.2f} / {r['rec_p2s']:.2f} | {r['avatar_chamfer']:.2f} / {r['avatar_p2s']:.2f} | "
+            f"{r['body_chamfer']:.2f} / {r['body_p2s']:.2f} | "
+            f"{r['rec_chamfer_norot']:.2f} / {r['avatar_chamfer_norot']:.2f} | {r['avatar_truepose_chamfer']:.2f} |"
+        )
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("t", "source_frame")}
+    print(f"| **mean** | | {mean['scale']:.3f} / {mean['rot_deg']:.1f} | {mean['body_v2v_cm']:.2f} | "
+          f"**{mean['rec_chamfer']:.2f}** / {mean['rec_p2s']:.2f} | **{mean['avatar_chamfer']:.2f}** / "
+          f"{mean['avatar_p2s']:.2f} | {mean['body_chamfer']:.2f} / {mean['body_p2s']:.2f} | "
+          f"{mean['rec_chamfer_norot']:.2f} / {mean['avatar_chamfer_norot']:.2f} | "
+          f"{mean['avatar_truepose_chamfer']:.2f} |")  # fmt: skip
+    avatar_wins = mean["avatar_chamfer"] < mean["rec_chamfer"]
+    n_wins = sum(r["avatar_chamfer"] < r["rec_chamfer"] for r in rows)
+    print(f"\navatar closer than the frame's own reconstruction on average (Chamfer, similarity-aligned): "
+          f"{'YES' if avatar_wins else 'NO'} ({mean['avatar_chamfer']:.2f} vs {mean['rec_chamfer']:.2f} cm; "
+          f"per frame {n_wins}/{len(rows)}); without rotation: "
+          f"{'YES' if mean['avatar_chamfer_norot'] < mean['rec_chamfer_norot'] else 'NO'} "
+          f"({mean['avatar_chamfer_norot']:.2f} vs {mean['rec_chamfer_norot']:.2f} cm)")  # fmt: skip
+
+    # Unseen poses: the avatar posed in its own (crop camera) space at the mean fitted translation, aligned by its body.
+    unseen = {}
+    for name, bp in unseen_poses().items():
+        v_gt, f_gt = truth.clothed(UNSEEN_ORIENT, np.asarray(bp, np.float32), d["transl"][0])
+        unseen[name] = avatar_at_true_pose(avatar, model, truth, UNSEEN_ORIENT, bp, d["transl"][0],
+                                           fit["transl"].mean(0), v_gt, f_gt, args.samples)  # fmt: skip
+    unseen_mean = float(np.mean([u["avatar_chamfer"] for u in unseen.values()]))
+    ratio = unseen_mean / mean["avatar_chamfer"]
+    ratio_true = unseen_mean / mean["avatar_truepose_chamfer"]
+    print("\n| unseen pose | avatar Ch / P2S | naked (avatar betas) Ch | align s / rot° |\n|---|---|---|---|")
+    for name, u in unseen.items():
+        print(f"| {name} | {u['avatar_chamfer']:.2f} / {u['avatar_p2s']:.2f} | {u['body_chamfer']:.2f} | "
+              f"{u['scale']:.3f} / {u['rot_deg']:.1f} |")  # fmt: skip
+    print(
+        f"\nunseen-pose mean Chamfer {unseen_mean:.2f} cm; training-pose mean {mean['avatar_chamfer']:.2f} cm; "
+        f"ratio {ratio:.2f} ({'within' if ratio <= 1.5 else 'NOT within'} 1.5x)"
+    )
+    print(
+        f"like for like (training frames also posed at their TRUE pose, body-aligned): training mean "
+        f"{mean['avatar_truepose_chamfer']:.2f} cm, ratio {ratio_true:.2f} "
+        f"({'within' if ratio_true <= 1.5 else 'NOT within'} 1.5x)"
+    )
+    print(f"bench time {time.perf_counter() - t_start:.0f} s")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "store": str(args.store), "avatar": str(avatar_dir), "gt_grid": truth.grid, "samples": args.samples,
+            "frames": rows, "mean": mean, "avatar_beats_reconstruction": bool(avatar_wins),
+            "unseen": unseen, "unseen_mean_chamfer": unseen_mean, "unseen_over_train": ratio,
+            "unseen_over_train_truepose": ratio_true,
+        }, indent=2))  # fmt: skip
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
