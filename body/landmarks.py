@@ -14,7 +14,7 @@ import torch
 if TYPE_CHECKING:
     from body.model import BodyModel, BodyOutput
 
-__all__ = ["MEDIAPIPE_LANDMARK_NAMES", "mediapipe_correspondences", "mediapipe_landmarks_3d"]
+__all__ = ["MEDIAPIPE_LANDMARK_NAMES", "mediapipe_correspondences", "mediapipe_landmark_mask", "mediapipe_landmarks_3d"]
 
 #: MediaPipe Pose landmark names in MediaPipe's order (left/right are the subject's).
 MEDIAPIPE_LANDMARK_NAMES: tuple[str, ...] = (
@@ -63,6 +63,11 @@ def mediapipe_correspondences(num_vertices: int) -> tuple[np.ndarray, np.ndarray
     return joint_index, vertex_index
 
 
+def mediapipe_landmark_mask(model: BodyModel) -> torch.Tensor:
+    """(33,) bool: True where the MediaPipe landmark has a correspondence (joint or vertex) on ``model``."""
+    return (model.mediapipe_joint_index >= 0) | (model.mediapipe_vertex_index >= 0)
+
+
 def mediapipe_landmarks_3d(model: BodyModel, output: BodyOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """The 33 MediaPipe landmarks on a posed body.
 
@@ -89,4 +94,4 @@ def mediapipe_landmarks_3d(model: BodyModel, output: BodyOutput) -> tuple[torch.
     zeros = torch.zeros_like(by_joint)
     landmarks = torch.where(from_vertex[None, :, None], by_vertex, zeros)
     landmarks = torch.where(from_joint[None, :, None], by_joint, landmarks)
-    return landmarks, from_joint | from_vertex
+    return landmarks, mediapipe_landmark_mask(model)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from body.landmarks import mediapipe_landmarks_3d
+from body.landmarks import mediapipe_landmark_mask, mediapipe_landmarks_3d
 from geometry.cameras import OrthographicCamera
 from geometry.diffrender import edge_topology, render_silhouette_soft
 
@@ -137,14 +137,6 @@ def _axis_angle_about_y(angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(angle), angle, torch.zeros_like(angle)], dim=-1)
 
 
-def _compose_y_then(aa: torch.Tensor, angle: float) -> torch.Tensor:
-    """Axis-angle of R_y(angle) @ R(aa), (N, 3)."""
-    from body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-
-    ry = axis_angle_to_matrix(_axis_angle_about_y(aa.new_full(aa.shape[:1], angle)))
-    return matrix_to_axis_angle(ry @ axis_angle_to_matrix(aa))
-
-
 def initial_camera(keypoints: torch.Tensor, image_size: int, min_conf: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Guess per-frame scale (px/m) and body x/y translation (m) from the keypoints' vertical extent and centre.
 
@@ -198,7 +190,7 @@ def fit_body(
     kp = keypoints.to(device, dtype)
     T = kp.shape[0]
     conf = torch.where(kp[..., 2] >= cfg.min_confidence, kp[..., 2], torch.zeros_like(kp[..., 2]))
-    _, lm_valid = mediapipe_landmarks_3d(model, model())
+    lm_valid = mediapipe_landmark_mask(model)
     conf = conf * lm_valid.to(device, dtype)[None]
     kp_xy = torch.nan_to_num(kp[..., :2])
     sigma = cfg.robust_sigma_px * image_size / 512.0

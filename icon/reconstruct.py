@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from icon.fit import BodyFit
+from icon.fit import BodyFit, camera_from_params
 from icon.implicit import reconstruct_surface
 from icon.normal_net import NormalNet, predict_normals
 from icon.refine import RefineConfig, refine_body
@@ -112,12 +112,10 @@ def reconstruct(
     with torch.no_grad():
         body = model(betas=rf.betas.to(device), global_orient=rf.global_orient.to(device),
                      body_pose=rf.body_pose.to(device), transl=rf.transl.to(device)).vertices  # fmt: skip
-    cameras = rf.cameras(S)
     net_device = next(implicit_net.parameters()).device
     meshes = []
     for t in range(T):
-        cam_t = type(cameras)(scale=cameras.scale[t : t + 1], cx=cameras.cx[t : t + 1], cy=cameras.cy[t : t + 1],
-                              width=S, height=S).to(net_device)  # fmt: skip
+        cam_t = camera_from_params(rf.camera[t : t + 1], rf.image_size, S).to(net_device)
         verts, faces = reconstruct_surface(
             implicit_net, body[t].to(net_device), model.faces.to(net_device),
             refined.normals_front[t].to(net_device).float(), refined.normals_back[t].to(net_device).float(), cam_t,
