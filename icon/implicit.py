@@ -429,11 +429,11 @@ def replace_body_parts(
     mask = part_mask.detach().to("cpu", torch.bool)
     if mask.shape != (bv.shape[0],):
         raise ValueError(f"part_mask must be ({bv.shape[0]},) bool, got {tuple(mask.shape)}")
-    part_faces = bf[mask[bf].all(dim=1)]
+    face_is_part = mask[bf].all(dim=1)
+    part_faces = bf[face_is_part]
     if len(part_faces) == 0 or len(faces) == 0:
         return vertices.astype(np.float32), faces.astype(np.int64)
     cp = MeshBVH(bv[None], bf, sign_method="none").query(torch.from_numpy(np.asarray(vertices, np.float32))[None])
-    face_is_part = mask[bf].all(dim=1)
     near_part = face_is_part[cp.face_index[0].clamp(min=0)] & (cp.distance[0] < max_distance)
     drop = near_part.numpy()[faces].any(axis=1)
     kept = faces[~drop]

@@ -164,9 +164,7 @@ class NormalNet(nn.Module):
         self.back = _UNet(_IN_CHANNELS, 3, self.config)
 
     @staticmethod
-    def _side(
-        net: _UNet, rgb: torch.Tensor, mask: torch.Tensor, body: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _side(net: _UNet, rgb: torch.Tensor, mask: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
         delta = net(torch.cat([rgb * mask, body * mask, mask], dim=1))
         return unit_normals(body + delta) * mask
 

@@ -9,10 +9,7 @@ Files are touched only through the explicit ``out_path`` / ``checkpoint_dir`` ar
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +34,14 @@ from icon.implicit import (
     sample_pixels,
     save_implicit_net,
 )
+from icon.train_normal import (
+    _OPTIMIZER_FILE,
+    _WEIGHTS_FILE,
+    learning_rate,
+    load_optimizer_state,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 
 __all__ = [
     "FeatureCache",
@@ -53,10 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_WEIGHTS_FILE = "weights.safetensors"
-_OPTIMIZER_FILE = "optimizer.safetensors"
-_STATE_FILE = "state.json"
 
 
 class ImplicitTrainConfig(BaseModel):
@@ -428,53 +429,6 @@ def evaluate_reconstructions(
     return ReconstructionEval(**out, seconds_per_reconstruction=seconds / max(1, len(samples)))
 
 
-# -------------------------------------------------------------------------------------------------------- checkpoints
-def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Adam state as safetensors: tensors by ``<param>.<key>``, the param groups and scalars as metadata JSON."""
-    from safetensors.torch import save_file
-
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    save_file(tensors, str(path), metadata={"param_groups": json.dumps(sd["param_groups"]),
-                                             "scalars": json.dumps(scalars)})  # fmt: skip
-
-
-def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    from safetensors import safe_open
-
-    state: dict[int, dict[str, Any]] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata()
-        for name in f.keys():
-            pid, key = name.split(".", 1)
-            state.setdefault(int(pid), {})[key] = f.get_tensor(name)
-    for pid, values in json.loads(meta["scalars"]).items():
-        state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-
-
-def _save_checkpoint(directory: Path, net: ImplicitNet, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    # Temporaries first, the state file replaced last: a run killed mid-save keeps the previous checkpoint.
-    save_implicit_net(directory / f"{_WEIGHTS_FILE}.tmp", net)
-    _save_optimizer(directory / f"{_OPTIMIZER_FILE}.tmp", optimizer)
-    (directory / f"{_STATE_FILE}.tmp").write_text(json.dumps(state, indent=1))
-    for name in (_WEIGHTS_FILE, _OPTIMIZER_FILE, _STATE_FILE):
-        os.replace(directory / f"{name}.tmp", directory / name)
-
-
-def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any] | None:
-    """The JSON state of the last checkpoint in ``checkpoint_dir`` (step, losses, evaluations), or None."""
-    path = Path(checkpoint_dir) / _STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 # ----------------------------------------------------------------------------------------------------------- training
 @dataclass
 class ImplicitTrainResult:
@@ -497,14 +451,6 @@ class ImplicitTrainResult:
     reconstruction: ReconstructionEval | None = None
     seconds: float = 0.0
     cache_seconds: float = 0.0
-
-
-def _learning_rate(step: int, config: ImplicitTrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    t = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
-    f = config.lr_final_fraction
-    return config.lr * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def train_implicit(
@@ -549,7 +495,7 @@ def train_implicit(
         net = ImplicitNet(net_config).to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     if state is not None:
-        _load_optimizer(ckpt / _OPTIMIZER_FILE, optimizer)
+        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
     step = int(state["step"]) if state else 0
     losses = [tuple(x) for x in state["losses"]] if state else []
     occupancy = [OccupancyEval(**e) for e in state["occupancy"]] if state else []
@@ -586,8 +532,9 @@ def train_implicit(
     running, count = 0.0, 0
     while step < config.steps:
         gen.manual_seed(config.seed * 1_000_003 + step)  # per-step seed: a resumed run draws what it would have
+        lr = learning_rate(step, config.steps, config.lr, config.warmup, config.lr_final_fraction)
         for g in optimizer.param_groups:
-            g["lr"] = _learning_rate(step, config)
+            g["lr"] = lr
         idx = torch.randint(len(cache), (min(config.batch_samples, len(cache)),), generator=gen).to(device)
         pidx = torch.rand(len(idx), n_points, generator=gen).argsort(dim=1)[:, :per].to(device)
         body = cache.body_features(idx, pidx)
@@ -603,13 +550,13 @@ def train_implicit(
         count += 1
         if step % log_every == 0 or step == config.steps:
             losses.append((step, running / count))
-            say(f"step {step}/{config.steps}: BCE {running / count:.4f} lr {_learning_rate(step - 1, config):.2e} "
+            say(f"step {step}/{config.steps}: BCE {running / count:.4f} lr {lr:.2e} "
                 f"({time.perf_counter() - t_start:.0f} s)")  # fmt: skip
             running, count = 0.0, 0
         if step % config.eval_every == 0 or step == config.steps:
             run_eval()
         if ckpt is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            _save_checkpoint(ckpt, net, optimizer, make_state())
+            save_checkpoint(ckpt, net, optimizer, make_state(), save_implicit_net)
     if not occupancy or occupancy[-1].step != step:
         run_eval()
 

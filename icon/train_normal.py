@@ -204,10 +204,6 @@ def evaluate_normal_net(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-
-
 def save_optimizer_state(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
     """Adam (or any optimizer with tensor/number state) → safetensors: tensors flattened, the rest in metadata JSON."""
     from safetensors.torch import save_file
@@ -240,17 +236,22 @@ def load_optimizer_state(path: str | Path, optimizer: torch.optim.Optimizer) -> 
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
 
 
-def _save_checkpoint(
-    checkpoint_dir: Path, net: NormalNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+def save_checkpoint(
+    checkpoint_dir: Path,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    save_weights: Callable[[Path, Any], Any] = save_normal_net,
 ) -> None:
+    """Write weights (with `save_weights(path, net)`), optimizer state and the JSON `state` to `checkpoint_dir`."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     # Write everything to temporaries first so a run killed mid-save leaves the previous checkpoint intact;
     # the state file is replaced last and names the step the weights belong to.
-    save_normal_net(checkpoint_dir / f"{_WEIGHTS_FILE}.tmp", net)
+    save_weights(checkpoint_dir / f"{_WEIGHTS_FILE}.tmp", net)
     save_optimizer_state(checkpoint_dir / f"{_OPTIMIZER_FILE}.tmp", optimizer)
     (checkpoint_dir / f"{_STATE_FILE}.tmp").write_text(json.dumps(state, indent=1))
     for name in (_WEIGHTS_FILE, _OPTIMIZER_FILE, _STATE_FILE):
-        _atomic_replace(checkpoint_dir / f"{name}.tmp", checkpoint_dir / name)
+        os.replace(checkpoint_dir / f"{name}.tmp", checkpoint_dir / name)
 
 
 def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any] | None:
@@ -264,12 +265,12 @@ def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def learning_rate(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up for `warmup` steps, then cosine decay from `lr` to 5 % of it at `steps`."""
+def learning_rate(step: int, steps: int, lr: float, warmup: int, final_fraction: float = 0.05) -> float:
+    """Linear warm-up for `warmup` steps, then cosine decay from `lr` to `final_fraction` of it at `steps`."""
     if step < warmup:
         return lr * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
+    return lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def train_normal_net(
@@ -409,14 +410,14 @@ def train_normal_net(
                 seconds = elapsed_before + time.perf_counter() - t0
                 progress(TrainProgress(step, steps, losses[-1][1], current_lr, seconds, ev))
         if ckpt is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and step < steps:
-            _save_checkpoint(ckpt, net, optimizer, make_state())
+            save_checkpoint(ckpt, net, optimizer, make_state())
 
     ev = run_eval() if not evaluations or evaluations[-1].step != step else None
     if ev is not None and progress is not None:
         last_loss = losses[-1][1] if losses else float("nan")
         progress(TrainProgress(step, steps, last_loss, current_lr, elapsed_before + time.perf_counter() - t0, ev))
     if ckpt is not None:
-        _save_checkpoint(ckpt, net, optimizer, make_state())
+        save_checkpoint(ckpt, net, optimizer, make_state())
     if out_path is not None:
         save_normal_net(out_path, net)
     net.eval()

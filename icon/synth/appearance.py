@@ -5,6 +5,7 @@ rest-pose coordinates, so they follow the body), skin and hair tones, Lambert + 
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,16 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, light: Lighting) -> torch
     d = torch.as_tensor(light.direction, dtype=normals.dtype, device=normals.device)
     lambert = (normals @ d).clamp(min=0.0)
     return (albedo * (light.ambient + (1 - light.ambient) * lambert)[:, None] * light.intensity).clamp(0.0, 1.0)
+
+
+def label_albedo(labels: torch.Tensor, rest: torch.Tensor, materials: Sequence[Material]) -> torch.Tensor:
+    """(N, 3) float albedo of surface points from their material ``labels`` (N,) and rest positions ``rest`` (N, 3)."""
+    albedo = torch.zeros(len(labels), 3)
+    for i, mat in enumerate(materials):
+        sel = labels == i
+        if sel.any():
+            albedo[sel] = mat.albedo(rest[sel]).float()
+    return albedo
 
 
 def render_background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from geometry.cameras import OrthographicCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
 from geometry.surface import extract_surface
-from icon.synth.appearance import render_background, sample_lighting, sample_material, shade
+from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
 from icon.synth.config import SynthConfig
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
 from icon.synth.poses import BodyParams, perturb_params, sample_body_params
@@ -189,11 +189,7 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     mask = ren.mask[0]
     hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
     field = cloth.evaluate(hits - torch.from_numpy(transl))
-    albedo = torch.zeros(len(hits), 3)
-    for i, mat in enumerate(materials):
-        sel = field.label == i
-        if sel.any():
-            albedo[sel] = mat.albedo(field.rest[sel]).float()
+    albedo = label_albedo(field.label, field.rest, materials)
     light = sample_lighting(rng)
     colour = shade(albedo, ren.normal_front[0][mask], light)
     background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],

@@ -15,7 +15,7 @@ from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
 from geometry.surface import extract_surface
-from icon.synth.appearance import Lighting, Material, render_background, sample_material, shade
+from icon.synth.appearance import Lighting, Material, label_albedo, render_background, sample_material, shade
 from icon.synth.garments import ClothedField, Garment, RestLandmarks, sample_outfit
 from icon.synth.poses import BodyParams
 
@@ -128,11 +128,7 @@ def render_frame(
     mask = ren.mask[0]
     hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
     field = cloth.evaluate(hits - torch.from_numpy(transl))
-    albedo = torch.zeros(len(hits), 3)
-    for i, mat in enumerate(person.materials):
-        sel = field.label == i
-        if sel.any():
-            albedo[sel] = mat.albedo(field.rest[sel]).float()
+    albedo = label_albedo(field.label, field.rest, person.materials)
     image = torch.from_numpy(background).float().clone()
     image[mask] = shade(albedo, ren.normal_front[0][mask], light)
     rgb = (image.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
