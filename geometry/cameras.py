@@ -79,15 +79,22 @@ class _CameraBase:
         """Number of cameras B."""
         return int(self.cx.shape[0])
 
-    def _scaled(self, height: int | None, width: int | None, dtype, device):
-        """Intrinsics rescaled to render the same view at (height, width) pixels."""
+    def _pixel_plane(self, k: torch.Tensor, height: int | None, width: int | None, device, dtype):
+        """Pixel centres of the view resampled to (height, width), mapped to (x, y) = ((u - cx), (cy - v)) / k.
+
+        ``k`` is the (B,) pixels-per-unit factor (orthographic scale or focal length); returns (B, H, W) x and y.
+        """
         height = self.height if height is None else int(height)
         width = self.width if width is None else int(width)
         sx = width / self.width
         sy = height / self.height
-        cx = self.cx.to(device=device, dtype=dtype) * sx
-        cy = self.cy.to(device=device, dtype=dtype) * sy
-        return height, width, sx, sy, cx, cy
+        cx = self.cx.to(device=device, dtype=dtype)[:, None, None] * sx
+        cy = self.cy.to(device=device, dtype=dtype)[:, None, None] * sy
+        k = k.to(device=device, dtype=dtype)[:, None, None]
+        uv = pixel_centers(height, width, device, dtype)
+        x = (uv[None, ..., 0] - cx) / (k * sx)
+        y = (cy - uv[None, ..., 1]) / (k * sy)
+        return x, y
 
     def to(self, device=None, dtype=None):
         """Copy with parameters moved to ``device`` / cast to ``dtype``."""
@@ -179,14 +186,9 @@ class OrthographicCamera(_CameraBase):
             origins (B, H, W, 3) and unit directions (B, H, W, 3), all directions (0, 0, -1).
         """
         device = self.cx.device if device is None else device
-        height, width, sx, sy, cx, cy = self._scaled(height, width, dtype, device)
-        scale = self.scale.to(device=device, dtype=dtype)
-        uv = pixel_centers(height, width, device, dtype)
-        b = self.batch_size
-        x = (uv[None, ..., 0] - cx[:, None, None]) / (scale[:, None, None] * sx)
-        y = (cy[:, None, None] - uv[None, ..., 1]) / (scale[:, None, None] * sy)
+        x, y = self._pixel_plane(self.scale, height, width, device, dtype)
         origins = torch.stack([x, y, torch.zeros_like(x)], dim=-1)
-        directions = torch.zeros(b, height, width, 3, device=device, dtype=dtype)
+        directions = torch.zeros_like(origins)
         directions[..., 2] = -1.0
         return origins, directions
 
@@ -239,11 +241,7 @@ class PerspectiveCamera(_CameraBase):
             origins (B, H, W, 3) (all zero) and unit directions (B, H, W, 3).
         """
         device = self.cx.device if device is None else device
-        height, width, sx, sy, cx, cy = self._scaled(height, width, dtype, device)
-        f = self.focal.to(device=device, dtype=dtype)[:, None, None]
-        uv = pixel_centers(height, width, device, dtype)
-        x = (uv[None, ..., 0] - cx[:, None, None]) / (f * sx)
-        y = (cy[:, None, None] - uv[None, ..., 1]) / (f * sy)
+        x, y = self._pixel_plane(self.focal, height, width, device, dtype)
         directions = torch.stack([x, y, -torch.ones_like(x)], dim=-1)
         directions = directions / directions.norm(dim=-1, keepdim=True)
         origins = torch.zeros_like(directions)

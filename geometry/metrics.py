@@ -101,7 +101,7 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n_samples: int, 
 def _directed(samples: SurfaceSamples, vertices: torch.Tensor, faces: torch.Tensor):
     """Distances (B, N) of samples to a surface and |cos| between the sample and closest-face normals."""
     bvh = MeshBVH(vertices, faces, sign_method="none")
-    cp = bvh.query(samples.points.to(vertices.dtype))
+    cp = bvh.query(samples.points.to(vertices.dtype), normals=False)
     fn = face_normals(vertices, faces)
     n_closest = torch.gather(fn, 1, cp.face_index.clamp(min=0)[..., None].expand(-1, -1, 3))
     cos = (n_closest * samples.normals.to(fn.dtype)).sum(-1).abs()

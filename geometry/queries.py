@@ -169,7 +169,8 @@ class ClosestPoints:
         signed_distance: (B, N) distance, negative inside the mesh (equals ``distance`` if sign_method="none").
         face_index: (B, N) int64 index of the closest face (-1 if none within ``max_dist``).
         barycentric: (B, N, 3) barycentric weights of the closest point on its face's vertices.
-        normal: (B, N, 3) unit, barycentric-interpolated area-weighted vertex normal at the closest point.
+        normal: (B, N, 3) unit, barycentric-interpolated area-weighted vertex normal at the closest point (None if
+            queried with ``normals=False``).
         inside: (B, N) bool, True inside the mesh (all False if sign_method="none").
     """
 
@@ -178,7 +179,7 @@ class ClosestPoints:
     signed_distance: torch.Tensor
     face_index: torch.Tensor
     barycentric: torch.Tensor
-    normal: torch.Tensor
+    normal: torch.Tensor | None
     inside: torch.Tensor
 
 
@@ -245,12 +246,13 @@ class MeshBVH:
             for m in self._meshes:
                 m.refit()
 
-    def query(self, points: torch.Tensor, max_dist: float = 1.0e6) -> ClosestPoints:
+    def query(self, points: torch.Tensor, max_dist: float = 1.0e6, *, normals: bool = True) -> ClosestPoints:
         """Closest points, distances, faces, barycentrics, normals and inside flags for query points.
 
         Args:
             points: (B, N, 3) query points (B must match the BVH, or be 1 to broadcast over it).
             max_dist: Faces farther than this are ignored (metres); misses get face -1 and distance inf.
+            normals: If False, skip the vertex-normal computation (O(V + F) per call) and return ``normal=None``.
 
         Returns:
             ClosestPoints with tensors in the dtype of ``points``.
@@ -271,8 +273,10 @@ class MeshBVH:
         closest = interpolate_face_attributes(verts, self.faces, face_l, bary_t)
         distance = (points - closest).norm(dim=-1)
         distance = torch.where(hit, distance, torch.full_like(distance, float("inf")))
-        normal = interpolate_face_attributes(vertex_normals(verts, self.faces), self.faces, face_l, bary_t)
-        normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-20)
+        normal = None
+        if normals:
+            normal = interpolate_face_attributes(vertex_normals(verts, self.faces), self.faces, face_l, bary_t)
+            normal = torch.nn.functional.normalize(normal, dim=-1, eps=1e-20)
         inside = (sign < 0) & hit if self.sign_method != "none" else torch.zeros_like(hit)
         signed = torch.where(inside, -distance, distance)
         return ClosestPoints(closest, distance, signed, face_l, bary_t, normal, inside)
@@ -301,6 +305,8 @@ def closest_points(
     points: torch.Tensor,
     sign_method: SignMethod = "winding",
     max_dist: float = 1.0e6,
+    *,
+    normals: bool = True,
 ) -> ClosestPoints:
     """Build BVHs for a batch of meshes and query closest points (see ``MeshBVH.query``).
 
@@ -310,11 +316,12 @@ def closest_points(
         points: (B, N, 3) query points.
         sign_method: "winding", "normal" or "none" (see ``MeshBVH``).
         max_dist: Faces farther than this are ignored.
+        normals: If False, skip the normals (``normal`` is None).
 
     Returns:
         ClosestPoints.
     """
-    return MeshBVH(vertices, faces, sign_method=sign_method).query(points, max_dist=max_dist)
+    return MeshBVH(vertices, faces, sign_method=sign_method).query(points, max_dist=max_dist, normals=normals)
 
 
 def signed_distance(
@@ -333,4 +340,4 @@ def signed_distance(
     """
     if sign_method == "none":
         raise ValueError("signed_distance needs sign_method 'winding' or 'normal'")
-    return closest_points(vertices, faces, points, sign_method=sign_method).signed_distance
+    return closest_points(vertices, faces, points, sign_method=sign_method, normals=False).signed_distance

@@ -7,6 +7,7 @@ no surface there. On shapes whose features are larger than a coarse cell the res
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,12 +81,11 @@ def _straddling_cells(values: np.ndarray, level: float, dilation: int) -> np.nda
     above = values > level
     any_above = np.zeros(tuple(s - 1 for s in values.shape), dtype=bool)
     all_above = np.ones_like(any_above)
-    for a in (0, 1):
-        for b in (0, 1):
-            for c in (0, 1):
-                corner = above[a : a + any_above.shape[0], b : b + any_above.shape[1], c : c + any_above.shape[2]]
-                any_above |= corner
-                all_above &= corner
+    n0, n1, n2 = any_above.shape
+    for a, b, c in itertools.product((0, 1), repeat=3):
+        corner = above[a : a + n0, b : b + n1, c : c + n2]
+        any_above |= corner
+        all_above &= corner
     cells = any_above & ~all_above
     return _dilate(cells, dilation) if dilation > 0 else cells
 
@@ -171,6 +171,15 @@ def _take3(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return array.repeat(counts, axis=0).repeat(counts, axis=1).repeat(counts, axis=2)
 
 
+def _shifted_slices(axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Index tuples selecting all but the last (lo) and all but the first (hi) layer along ``axis`` of a 3D array."""
+    lo = [slice(None)] * 3
+    hi = [slice(None)] * 3
+    lo[axis] = slice(0, -1)
+    hi[axis] = slice(1, None)
+    return tuple(lo), tuple(hi)
+
+
 def _cell_corners(cells: np.ndarray) -> np.ndarray:
     """(n+1)^3 mask of the points that are a corner of any cell marked in an n^3 cell mask (separable OR)."""
     out = cells
@@ -178,12 +187,9 @@ def _cell_corners(cells: np.ndarray) -> np.ndarray:
         shape = list(out.shape)
         shape[axis] += 1
         grown = np.zeros(shape, dtype=bool)
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis] = slice(0, -1)
-        hi[axis] = slice(1, None)
-        grown[tuple(lo)] = out
-        grown[tuple(hi)] |= out
+        lo, hi = _shifted_slices(axis)
+        grown[lo] = out
+        grown[hi] |= out
         out = grown
     return out
 
@@ -193,13 +199,10 @@ def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
     out = mask.copy()
     for _ in range(iterations):
         for axis in range(3):
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[axis] = slice(0, -1)
-            hi[axis] = slice(1, None)
+            lo, hi = _shifted_slices(axis)
             src = out.copy()
-            out[tuple(lo)] |= src[tuple(hi)]
-            out[tuple(hi)] |= src[tuple(lo)]
+            out[lo] |= src[hi]
+            out[hi] |= src[lo]
     return out
 
 
@@ -207,11 +210,8 @@ def _cells_with_corner(points: np.ndarray) -> np.ndarray:
     """n^3 mask (same shape, last layer unused) of cells (by lowest corner) having any marked corner point."""
     out = points.copy()
     for axis in range(3):
-        shifted = np.roll(out, -1, axis=axis)
-        index = [slice(None)] * 3
-        index[axis] = slice(-1, None)
-        shifted[tuple(index)] = False
-        out |= shifted
+        lo, hi = _shifted_slices(axis)
+        out[lo] |= out[hi].copy()
     return out
 
 

@@ -433,7 +433,8 @@ def replace_body_parts(
     part_faces = bf[face_is_part]
     if len(part_faces) == 0 or len(faces) == 0:
         return vertices.astype(np.float32), faces.astype(np.int64)
-    cp = MeshBVH(bv[None], bf, sign_method="none").query(torch.from_numpy(np.asarray(vertices, np.float32))[None])
+    points = torch.from_numpy(np.asarray(vertices, np.float32))[None]
+    cp = MeshBVH(bv[None], bf, sign_method="none").query(points, normals=False)
     near_part = face_is_part[cp.face_index[0].clamp(min=0)] & (cp.distance[0] < max_distance)
     drop = near_part.numpy()[faces].any(axis=1)
     kept = faces[~drop]

@@ -298,6 +298,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--components", type=int, default=10)
+    parser.add_argument(
+        "--check", action="store_true",
+        help="regenerate in memory and compare every array with the file at --out (exit 1 on any difference)",
+    )  # fmt: skip
     args = parser.parse_args()
     t0 = time.time()
     os.environ.setdefault("ANNY_CACHE_DIR", str(REPO / ".cache" / "anny"))
@@ -411,6 +415,14 @@ def main() -> None:
         "shape_explained_variance": (np.cumsum(var[:K]) / var.sum()).astype(f32),
         "model_id": np.array(MODEL_ID),
     }
+    if args.check:
+        with np.load(args.out, allow_pickle=False) as committed:
+            differ = sorted(set(committed.files) ^ set(arrays))
+            shared = sorted(set(committed.files) & set(arrays))
+            differ += [k for k in shared if not np.array_equal(committed[k], arrays[k])]
+        verdict = "DIFFERS in " + ", ".join(differ) if differ else "identical to the regenerated arrays"
+        print(f"{args.out}: {verdict}")
+        raise SystemExit(1 if differ else 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     digest = hashlib.sha256()

@@ -119,3 +119,15 @@ def test_shape_errors(make_sphere):
         MeshBVH(v, f, sign_method="parity")
     with pytest.raises(ValueError, match="batch size"):
         MeshBVH(v, f).query(torch.zeros(3, 4, 3))
+
+
+def test_query_without_normals_matches_full_query(make_sphere):
+    v, f = make_sphere(2)
+    p = torch.tensor([[[0.1, 0.2, 2.0], [0.0, 0.3, 0.1], [5.0, 0.0, 0.0]]], dtype=torch.float64)
+    bvh = MeshBVH(v, f)
+    full = bvh.query(p)
+    lean = bvh.query(p, normals=False)
+    assert lean.normal is None
+    for name in ("points", "distance", "signed_distance", "face_index", "barycentric", "inside"):
+        assert torch.equal(getattr(lean, name), getattr(full, name))
+    assert closest_points(v, f, p, normals=False).normal is None
