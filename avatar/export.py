@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.lbs import NUM_JOINTS, global_joint_transforms, local_rotations
+from avatar.lbs import NUM_JOINTS, local_rotations
 from avatar.model import Avatar
 from body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from body.motion import Motion
@@ -106,7 +106,7 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
     rest = avatar.rest_joints.cpu().float()
     canonical_pose = avatar.canonical_pose.cpu().float()[None]
     zero = torch.zeros(1, 3)
-    m_canon = global_joint_transforms(rest, zero, canonical_pose)[0]
+    m_canon = avatar.canonical_transforms.cpu().float()
     ibm = _np(torch.linalg.inv(m_canon)).astype(np.float32)  # (24, 4, 4) row-major
     ibm_col = np.ascontiguousarray(ibm.transpose(0, 2, 1)).reshape(NUM_JOINTS, 16)  # glTF is column-major
     offsets = rest.clone()

@@ -184,7 +184,7 @@ def sample_training_frames(
                 raise ValueError(f"point_confidence[{i}] has {c.shape[0]} values for {v.shape[0]} vertices")
             c_face = c[f[s.face_index[0]]].mean(-1)
             conf = conf * (visibility_floor + (1.0 - visibility_floor) * c_face.clamp(0, 1))
-        cp = closest_points(body[i : i + 1], body_faces, s.points, sign_method="none")
+        cp = closest_points(body[i : i + 1], body_faces, s.points, sign_method="none", normals=False)
         out["points"].append(s.points[0])
         out["normals"].append(s.normals[0])
         out["confidence"].append(conf)
@@ -291,23 +291,23 @@ class _Trainer:
         self.t = samples.points.shape[0]
         dt = torch.float32
         self.betas = _mean_betas(fits.betas, model).to(device=device, dtype=dt)[0]
-        self.go = _tensor(fits.global_orient, device)
-        self.bp = _tensor(fits.body_pose, device)
-        self.tr = _tensor(fits.transl, device)
+        go = _tensor(fits.global_orient, device)
+        bp = _tensor(fits.body_pose, device)
+        transl = _tensor(fits.transl, device)
         self.canonical_pose = canonical_body_pose(np.radians(config.hip_angle_deg), dtype=dt, device=device)
+        betas_m = self.betas[None].to(model.device, model.dtype)
         with torch.no_grad():
-            self.rest_joints = model(betas=self.betas[None].to(model.device, model.dtype)).joints[0].to(device, dt)
-            self.body_canonical = model(betas=self.betas[None].to(model.device, model.dtype),
-                                        body_pose=self.canonical_pose.to(model.device, model.dtype)
+            self.rest_joints = model(betas=betas_m).joints[0].to(device, dt)
+            self.body_canonical = model(betas=betas_m, body_pose=self.canonical_pose.to(model.device, model.dtype)
                                         ).vertices[0].to(device, dt)  # fmt: skip
         self.body_weights = model.lbs_weights.to(device, dt)
         zero = torch.zeros(1, 3, dtype=dt, device=device)
         self.m_canon = global_joint_transforms(self.rest_joints, zero, self.canonical_pose)[0]
-        m_posed = global_joint_transforms(self.rest_joints, self.go, self.bp, self.tr)
+        m_posed = global_joint_transforms(self.rest_joints, go, bp, transl)
         self.transforms = skinning_transforms(m_posed, self.m_canon)  # (T, 24, 4, 4)
         # Inverse-net input frame: the posed pelvis frame moved onto the canonical pelvis (undoes turn + translation).
         self.root_align = self.m_canon[0] @ torch.linalg.inv(m_posed[:, 0])  # (T, 4, 4)
-        self.features = pose_features(self.go, self.bp, self.canonical_pose)  # (T, 23, 6)
+        self.features = pose_features(go, bp, self.canonical_pose)  # (T, 23, 6)
         lo, hi = self.body_canonical.amin(0), self.body_canonical.amax(0)
         self.center = 0.5 * (lo + hi)
         self.scale = float(0.5 * (hi - lo).max() + 0.1)
@@ -514,6 +514,11 @@ def extract_canonical_mesh(
     return torch.from_numpy(verts).to(device), torch.from_numpy(faces).to(device)
 
 
+def _canonical_vertex_weights(avatar: Avatar, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
+    """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
+    return torch.cat([avatar.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
+
+
 def train_avatar(
     model: BodyModel,
     frames: Sequence[MeshLike],
@@ -583,7 +588,7 @@ def train_avatar(
     with torch.no_grad():
         verts, faces = extract_canonical_mesh(avatar, reference, tr.bounds, config.resolution,
                                               config.coarse_resolution)  # fmt: skip
-        weights = torch.cat([avatar.canonical_weights(c[None])[0] for c in verts.split(2**16)])
+        weights = _canonical_vertex_weights(avatar, verts)
     avatar.vertices, avatar.faces, avatar.skin_weights = verts, faces, weights
     if progress is not None:
         progress("extract", 1, 1, {"vertices": float(len(verts))})
