@@ -264,14 +264,12 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
 def _visibility(data: StoreTrainingData) -> list[torch.Tensor]:
     """Per-vertex visibility (V_t,) of every frame's mesh from its crop camera."""
     from avatar.train import vertex_visibility
-    from geometry.cameras import OrthographicCamera
+    from icon.fit import camera_from_params
 
-    out = []
-    s = data.image_size
-    for (v, f), cam in zip(data.meshes, data.cameras, strict=True):
-        camera = OrthographicCamera(scale=cam[0:1], cx=cam[1:2], cy=cam[2:3], width=s, height=s)
-        out.append(vertex_visibility(v, f, camera).cpu())
-    return out
+    return [
+        vertex_visibility(v, f, camera_from_params(cam[None], data.image_size)).cpu()
+        for (v, f), cam in zip(data.meshes, data.cameras, strict=True)
+    ]
 
 
 def _training_fingerprint(store: RunStore, data: StoreTrainingData, config: AvatarConfig, body_model: str) -> dict:
@@ -375,7 +373,7 @@ def train_avatar_from_store(
     """
     from avatar.model import save_avatar
     from avatar.train import train_avatar
-    from body import BodyModel
+    from flows.pipeline import body_model
     from flows.runners import resolve_device
     from flows.store import open_run
 
@@ -389,7 +387,7 @@ def train_avatar_from_store(
     data = load_training_data(store, min_frames)
     if body_model_path is None:
         body_model_path = store.attrs.config.get("body_model")
-    model = BodyModel(body_model_path).to(device)
+    model = body_model(body_model_path, device)  # the process-wide cache the frame tasks use
     visibility = _visibility(data)
     logger.info("avatar: %d frames from %s (weights %s), mean visibility %.2f", len(data.frames), store_path,
                 np.round(data.frame_weights.numpy(), 2).tolist(),

@@ -251,7 +251,7 @@ def train_implicit_cmd(
 
     from body.model import BodyModel
     from icon.implicit import ImplicitConfig
-    from icon.synth.shards import SynthDataset, shard_paths
+    from icon.synth.shards import SynthDataset
     from icon.train_implicit import ImplicitTrainConfig, train_implicit
 
     try:
@@ -262,19 +262,11 @@ def train_implicit_cmd(
         )  # fmt: skip
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(str(e)) from e
-    train_shards = shard_paths(data)
-    if not train_shards:
-        raise typer.BadParameter(
-            f"no *.zarr shards in {data}; make them with scripts/make_synth.py", param_hint="--data"
-        )
-    train_set = SynthDataset(train_shards, with_mesh=False)
+    train_set = SynthDataset(_shard_paths(data, "--data"), with_mesh=False)
     train_items = [train_set[i] for i in range(min(len(train_set), max_samples or len(train_set)))]
     held_items = None
     if heldout is not None:
-        held_shards = shard_paths(heldout)
-        if not held_shards:
-            raise typer.BadParameter(f"no *.zarr shards in {heldout}", param_hint="--heldout")
-        held_set = SynthDataset(held_shards, with_mesh=True)
+        held_set = SynthDataset(_shard_paths(heldout, "--heldout"), with_mesh=True)
         held_items = [held_set[i] for i in range(len(held_set))]
     result = train_implicit(
         train_items, held_items, BodyModel(), config, net_config, out_path=out, checkpoint_dir=checkpoints,
@@ -298,21 +290,26 @@ def train_implicit_cmd(
         )  # fmt: skip
     typer.echo(json.dumps(summary, indent=1))
 
-
-
-def _normal_items(folder: Path, preload: bool, option: str):
-    """Shards of `folder` as a dataset; preloaded to memory (normals as float16) unless `preload` is False."""
-    import numpy as np
-
-    from icon.synth.shards import SynthDataset, shard_paths
-    from icon.train_normal import SAMPLE_FIELDS
+def _shard_paths(folder: Path, option: str) -> list[Path]:
+    """The *.zarr shards of `folder`; a usage error naming `option` when there are none."""
+    from icon.synth.shards import shard_paths
 
     shards = shard_paths(folder)
     if not shards:
         raise typer.BadParameter(
             f"no *.zarr shards in {folder}; make them with scripts/make_synth.py", param_hint=option
         )
-    dataset = SynthDataset(shards, with_mesh=False)
+    return shards
+
+
+def _normal_items(folder: Path, preload: bool, option: str):
+    """Shards of `folder` as a dataset; preloaded to memory (normals as float16) unless `preload` is False."""
+    import numpy as np
+
+    from icon.synth.shards import SynthDataset
+    from icon.train_normal import SAMPLE_FIELDS
+
+    dataset = SynthDataset(_shard_paths(folder, option), with_mesh=False)
     if not preload:
         return dataset
     half = {name: np.float16 for name in SAMPLE_FIELDS if "normal" in name}

@@ -620,8 +620,8 @@ def render_frame_preview(ctx: FrameContext, t: int) -> None:
     import torch
 
     from flows.previews import preview_tile, write_png
-    from geometry.cameras import OrthographicCamera
     from geometry.render import render_mesh
+    from icon.fit import camera_from_params
 
     frame = ctx.store.read_frames([t])
     fit = ctx.store.read_fit("init", [t])
@@ -636,9 +636,7 @@ def render_frame_preview(ctx: FrameContext, t: int) -> None:
             body_pose=fit.body_pose.to(dev),
             transl=fit.transl.to(dev),
         )
-        s = ctx.store.image_size
-        cam = fit.camera.to(dev)
-        camera = OrthographicCamera(scale=cam[:, 0], cx=cam[:, 1], cy=cam[:, 2], width=s, height=s)
+        camera = camera_from_params(fit.camera.to(dev), ctx.store.image_size)
         render = render_mesh(out.vertices, model.faces, camera)
     tile = preview_tile(
         frame.image[0],
@@ -850,17 +848,21 @@ def _sync_records(store: RunStore, records: dict[int, FrameRecord]) -> None:
         records[t] = r
 
 
+def _sheet_pick(positions: np.ndarray) -> np.ndarray:
+    """At most ``MAX_SHEET_TILES`` of ``positions``, evenly spaced (all of them when they fit)."""
+    if positions.size <= MAX_SHEET_TILES:
+        return positions
+    return positions[np.linspace(0, positions.size - 1, MAX_SHEET_TILES).round().astype(int)]
+
+
 def _write_contact_sheet(preview_dir: Path, store: RunStore) -> Path | None:
     from flows.previews import contact_sheet, read_png, write_png
 
     done = np.flatnonzero(store.status() == FrameStatus.DONE)
-    tiles_t = [int(t) for t in done if _tile_path(preview_dir, int(t)).is_file()]
-    if not tiles_t:
+    tiles_t = np.array([int(t) for t in done if _tile_path(preview_dir, int(t)).is_file()], dtype=np.int64)
+    if not tiles_t.size:
         return None
-    if len(tiles_t) > MAX_SHEET_TILES:
-        pick = np.linspace(0, len(tiles_t) - 1, MAX_SHEET_TILES).round().astype(int)
-        tiles_t = [tiles_t[i] for i in pick]
-    sheet = contact_sheet([read_png(_tile_path(preview_dir, t)) for t in tiles_t])
+    sheet = contact_sheet([read_png(_tile_path(preview_dir, int(t))) for t in _sheet_pick(tiles_t)])
     return write_png(preview_dir / "contact_sheet.png", sheet)
 
 
@@ -1176,7 +1178,6 @@ def extract_to_files(video: str | Path, out_dir: str | Path, config: PipelineCon
     import torch
 
     from flows.previews import contact_sheet, preview_tile, write_png
-    from geometry.cameras import OrthographicCamera
     from geometry.render import render_mesh
     from icon.fit import fit_body
 
@@ -1221,12 +1222,8 @@ def extract_to_files(video: str | Path, out_dir: str | Path, config: PipelineCon
         )
         with torch.no_grad():
             body = model(betas=fit.betas, global_orient=fit.global_orient, body_pose=fit.body_pose, transl=fit.transl)
-            cam = fit.camera
-            camera = OrthographicCamera(scale=cam[:, 0], cx=cam[:, 1], cy=cam[:, 2], width=s, height=s)
-            render = render_mesh(body.vertices, model.faces, camera)
-        pick = valid
-        if valid.size > MAX_SHEET_TILES:
-            pick = valid[np.linspace(0, valid.size - 1, MAX_SHEET_TILES).round().astype(int)]
+            render = render_mesh(body.vertices, model.faces, fit.cameras())
+        pick = _sheet_pick(valid)
         row_of = {int(t): i for i, t in enumerate(valid)}
         for t in pick:
             i = row_of[int(t)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.config import PipelineConfig, load_config
+from flows.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,16 @@ def reconstruct_images(
         mask: optional person mask image (only with a single image); else MediaPipe segments the person.
     """
     import torch
+    import trimesh
 
-    from flows.pipeline import body_model, load_networks
+    from flows.pipeline import body_model, load_networks, resolve_config
     from flows.previews import write_png
     from flows.runners import resolve_device
     from icon.fit import fit_body
     from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
     from icon.reconstruct import reconstruct
 
-    cfg = load_config(config) if isinstance(config, str) else config
+    cfg = resolve_config(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = find_images(Path(source))
@@ -129,13 +130,14 @@ def reconstruct_images(
     model = body_model(cfg.body_model, device)
     normal_net, implicit_net = load_networks(cfg, device)
     s = cfg.person.crop_size
+    tracking = PersonTrackingConfig(detect_size=cfg.person.detect_size)
     results = []
     with PersonDetector() as detector:
         for path in images:
             res = ImageResult(image=path)
             results.append(res)
             rgb = read_rgb(path)
-            track = detect_person(rgb[None], detector, PersonTrackingConfig(detect_size=cfg.person.detect_size))
+            track = detect_person(rgb[None], detector, tracking)
             if not track.valid[0]:
                 res.skipped = track.reasons[0] or "no person"
                 log.warning("%s: skipped (%s)", path, res.skipped)
@@ -151,8 +153,6 @@ def reconstruct_images(
                               cfg.reconstruct, keypoints=kp)  # fmt: skip
             verts, faces = rec.meshes[0]
             stem = path.stem
-            import trimesh
-
             res.recon = out / f"{stem}_recon.obj"
             trimesh.Trimesh(verts, faces, process=False).export(res.recon)
             res.body = out / f"{stem}_body.obj"
