@@ -22,6 +22,8 @@ __all__ = [
     "load_motion",
     "resample_motion",
     "save_motion",
+    "upright_score",
+    "wrap_rotations",
     "z_up_to_y_up",
 ]
 
@@ -32,6 +34,14 @@ Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 DEFAULT_FPS = 30.0
 UpAxis = Literal["auto", "y", "z"]
+
+#: Largest joint rotation angle (rad) accepted from a file. Angles up to it are wrapped to [0, pi] (the same
+#: rotation); larger ones mean degrees stored as radians or a corrupt file, and are refused.
+MAX_ROTATION_RAD = 4 * np.pi
+
+#: Below this median "up" component of the root (1 upright, 0 lying, -1 upside down) a motion is reported as
+#: probably read with the wrong up axis.
+MIN_UPRIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,66 @@ def resample_motion(motion: Motion, fps: float) -> Motion:
     return Motion(fps=float(fps), global_orient=poses[:, :3], body_pose=poses[:, 3:], transl=transl)
 
 
+def wrap_rotations(rotvecs: np.ndarray) -> np.ndarray:
+    """The same rotations with their angle in [0, pi]: ``(..., 3)`` axis-angle in, same shape float64 out."""
+    rotvecs = np.asarray(rotvecs, dtype=np.float64)
+    flat = rotvecs.reshape(-1, 3)
+    if flat.shape[0] == 0:
+        return rotvecs
+    return Rotation.from_rotvec(flat).as_rotvec().reshape(rotvecs.shape)
+
+
+def _check_angles(poses: np.ndarray, path: Path, key: str, first_joint: int = 0) -> np.ndarray:
+    """Refuse axis-angle values beyond ``MAX_ROTATION_RAD``, naming the key, frame and joint; wrap the rest.
+
+    Args:
+        poses: (N, 3K) axis-angle rotations of K consecutive SMPL joints starting at ``first_joint``.
+    """
+    n = poses.shape[0]
+    angles = np.linalg.norm(poses.reshape(n, -1, 3), axis=-1)
+    if angles.size and (worst := float(angles.max())) > MAX_ROTATION_RAD:
+        from body.model import SMPL_JOINT_NAMES
+
+        frame, joint = np.unravel_index(int(np.argmax(angles)), angles.shape)
+        joint += first_joint
+        name = SMPL_JOINT_NAMES[joint] if joint < len(SMPL_JOINT_NAMES) else f"joint {joint}"
+        raise ValueError(
+            f"{path}: key {key!r} holds a rotation of {worst:.3g} rad (frame {frame}, {name}); axis-angle values "
+            f"must be radians with angles up to {MAX_ROTATION_RAD:.3g} (4 pi). Is the file in degrees, or corrupt?"
+        )
+    return wrap_rotations(poses)
+
+
+def upright_score(global_orient: np.ndarray) -> float:
+    """How upright a Y-up motion stands: median over frames of the world Y component of the root's up axis.
+
+    SMPL bodies stand along +Y at zero rotation, so this is about 1 for standing or walking, about 0 for a body
+    lying down and about -1 upside down. A Z-up file read as Y-up (or the reverse) scores about 0.
+
+    Args:
+        global_orient: (N, 3) root axis-angle, radians.
+    """
+    up = Rotation.from_rotvec(np.asarray(global_orient, dtype=np.float64).reshape(-1, 3)).apply([0.0, 1.0, 0.0])
+    return float(np.median(up[:, 1]))
+
+
+def _up_axis_warning(raw: Motion, up: str, path: Path) -> str | None:
+    """A warning when the motion read with ``up`` is not upright but would be with the other axis, else None."""
+    z_read = z_up_to_y_up(raw)
+    score = upright_score((z_read if up == "z" else raw).global_orient)
+    if score >= MIN_UPRIGHT:
+        return None
+    other = "y" if up == "z" else "z"
+    other_score = upright_score((raw if up == "z" else z_read).global_orient)
+    if other_score < MIN_UPRIGHT:
+        return None  # lying or upside down either way: a floor or acrobatic motion, not an axis mix-up
+    return (
+        f"{path}: read as {up.upper()}-up the body is not upright (score {score:.2f}; 1 = standing), but read as "
+        f"{other.upper()}-up it would be ({other_score:.2f}): the file's up axis is probably {other.upper()}; "
+        f"pass up_axis={other!r} if the avatar lies on the floor"
+    )
+
+
 def _read_array(data, key: str, path: Path, ncols: int | None = None) -> np.ndarray:
     if key not in data:
         alias = {"trans": " (or 'transl')", "transl": " (or 'trans')"}.get(key, "")
@@ -216,6 +286,9 @@ def _parse(data, path: Path) -> tuple[Motion, str, str]:
             f"'root_orient' + 'pose_body' + 'trans' (AMASS SMPL-X) or 'global_orient' + 'body_pose' + 'transl'; "
             f"keys present: {sorted(keys)}"
         )
+    root_key = next(k for k in ("root_orient", "smpl_poses", "poses", "global_orient") if k in keys)
+    root = _check_angles(root, path, root_key)
+    body = _check_angles(body, path, next(k for k in ("pose_body", "smpl_poses", "poses", "body_pose") if k in keys), 1)
     if "up_axis" in keys:  # written by save_motion
         up = str(np.asarray(data["up_axis"]).reshape(-1)[0]).lower()
     n = root.shape[0]
@@ -278,6 +351,8 @@ def load_motion(
     if up not in ("y", "z"):
         raise ValueError(f"{path}: stored up_axis must be 'y' or 'z', got {up!r}")
     logger.debug("%s: read %s motion, %d frames at %.2f fps, %s-up", path, fmt, motion.num_frames, motion.fps, up)
+    if warning := _up_axis_warning(motion, up, path):
+        logger.warning(warning)
     if up == "z":
         motion = z_up_to_y_up(motion)
     if target_fps is not None:

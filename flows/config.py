@@ -22,10 +22,37 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "default", "quality")
 
 
+#: Defaults of the input-size bounds (a 4K or hour-long file cannot exhaust memory or run for days by accident).
+DEFAULT_MAX_SIDE = 1920
+DEFAULT_MAX_FRAMES = 1000
+
+
+class FrameLimits(FrameSampling):
+    """``FrameSampling`` with the input-size bounds always on: a maximum decoded resolution and frame count per video.
+
+    Larger frames are downscaled while decoding; a longer video is cut at ``max_frames`` with a warning.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    max_frames: int = Field(
+        DEFAULT_MAX_FRAMES,
+        ge=1,
+        le=100_000,
+        description="Most frames processed per video (after sampling); decoding stops there with a warning.",
+    )
+    max_side: int = Field(
+        DEFAULT_MAX_SIDE,
+        ge=64,
+        le=8192,
+        description="Frames are downscaled while decoding so their longer side is at most this many pixels.",
+    )
+
+
 class PersonConfig(BaseModel):
     """Person detection and cropping."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     crop_size: int = Field(512, ge=64, le=2048, description="Side S of the square person crops (px).")
     crop_margin: float = Field(0.15, ge=0.0, le=1.0, description="Margin around the person box, fraction of its side.")
@@ -38,7 +65,9 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    frames: FrameSampling = Field(default_factory=FrameSampling, description="Which frames to decode.")
+    frames: FrameLimits = Field(
+        default_factory=FrameLimits, description="Which frames to decode, and the input-size bounds."
+    )
     person: PersonConfig = Field(default_factory=PersonConfig, description="Person detection and crops.")
     fit: FitConfig = Field(default_factory=FitConfig, description="Initial body fit.")
     reconstruct: ReconstructConfig = Field(
@@ -60,11 +89,21 @@ class PipelineConfig(BaseModel):
     body_model: str | None = Field(
         None, description="Path of a user-owned SMPL/SMPL-H/SMPL-X model file; None = the embedded Anny-based model."
     )
-    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', or 'cuda:N'.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto' (CUDA if available), 'cpu', or 'cuda:N'."
+    )
+    input_root: str | None = Field(
+        None, description="Videos must resolve inside this folder (flows/paths.py); None = the folder the flow got."
+    )
+    output_root: str | None = Field(
+        None, description="Outputs must resolve inside this folder (flows/paths.py); None = the flow's out_dir."
+    )
 
     def digest(self) -> str:
-        """Stable hash of the effective configuration (keys sorted)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of the effective configuration (keys sorted); the path roots are not part of it (they say
+        where a run may read and write, not what it computes)."""
+        data = self.model_dump(mode="json", exclude={"input_root", "output_root"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ConfigError(ValueError):
@@ -110,4 +149,4 @@ def load_config(name_or_path: str | Path = "default", overrides: dict[str, Any] 
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from exc
+        raise ConfigError(_format_errors(exc, f"{path} + overrides" if overrides else str(path))) from exc

@@ -120,6 +120,8 @@ class FrameChunk:
         truncated: ``True`` when ffmpeg reported decode errors (damaged or cut-short file); the frames before the
             damage are still returned. Only set on the last chunk of an iteration.
         warnings: ffmpeg's error messages behind ``truncated`` (deduplicated, at most 20). Last chunk only.
+        capped: ``True`` when decoding stopped at ``FrameSampling.max_frames`` while the video went on (later
+            frames were never decoded). Last chunk only.
     """
 
     images: np.ndarray
@@ -127,6 +129,7 @@ class FrameChunk:
     timestamps: np.ndarray
     truncated: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    capped: bool = False
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -258,8 +261,13 @@ def _parse_probe(text: str, path: Path) -> VideoInfo:
             break
     if start is None:
         kinds = sorted({m.group(2).lower() for line in lines if (m := _STREAM_RE.match(line))})
-        found = ", ".join(kinds) if kinds else "no streams"
-        raise NoVideoStreamError(f"{path}: no video stream in file (found: {found}); pass a video, not an audio file")
+        if not kinds:  # e.g. an MP4 written with zero frames: a container header and nothing in it
+            raise NoVideoStreamError(
+                f"{path}: the {container.split(',')[0]} container holds no streams at all (a recording with 0 frames?)"
+            )
+        raise NoVideoStreamError(
+            f"{path}: no video stream in file (found: {', '.join(kinds)}); pass a video, not an audio file"
+        )
 
     m = _STREAM_RE.match(lines[start])
     assert m is not None
@@ -414,6 +422,12 @@ class _StderrReader:
             self._cond.wait_for(lambda: len(self.out) > i or self.done)
             return self.out[i] if len(self.out) > i else None
 
+    def has_frame(self, i: int, timeout: float) -> bool:
+        """Whether ffmpeg logs piped frame ``i`` (``True`` as well if it neither does nor ends within ``timeout``)."""
+        with self._cond:
+            finished = self._cond.wait_for(lambda: len(self.out) > i or self.done, timeout)
+            return len(self.out) > i or not finished
+
     def join(self, timeout: float = 10.0) -> None:
         self._thread.join(timeout)
 
@@ -555,13 +569,16 @@ def _stop(proc: subprocess.Popen, reader: _StderrReader) -> None:
         proc.stderr.close()
 
 
-def _stack(frames: list[_Frame], truncated: bool = False, warnings: tuple[str, ...] = ()) -> FrameChunk:
+def _stack(
+    frames: list[_Frame], truncated: bool = False, warnings: tuple[str, ...] = (), capped: bool = False
+) -> FrameChunk:
     return FrameChunk(
         images=np.stack([f.image for f in frames]),
         indices=np.array([f.index for f in frames], dtype=np.int64),
         timestamps=np.array([f.time for f in frames], dtype=np.float64),
         truncated=truncated,
         warnings=warnings,
+        capped=capped,
     )
 
 
@@ -572,7 +589,8 @@ def iter_frames(path: str | Path, sampling: FrameSampling | None = None, chunk_s
     start of the file (no seeking), so ``indices`` are exact source frame numbers even for variable frame rate
     video. The time window, ``every_nth`` and ``max_side`` run inside ffmpeg, before RGB conversion (frames before
     ``start_s`` are decoded but not converted, decoding stops at ``end_s``); ``fps`` and ``max_frames`` run here,
-    dropping unselected frames as they arrive and stopping ffmpeg once ``max_frames`` is reached.
+    dropping unselected frames as they arrive and stopping ffmpeg once ``max_frames`` is reached (a warning, and
+    ``capped`` on the last chunk, when the video went on past it).
     Grey, alpha and odd-sized input all come out as ``(H, W, 3) uint8`` RGB (alpha is dropped, not composited).
     Rotation metadata is applied by ffmpeg, so frames are upright and sized ``(info.height, info.width)``.
 
@@ -606,7 +624,7 @@ def _iter_frames(info: VideoInfo, sampling: FrameSampling, chunk_size: int) -> I
     pending: list[_Frame] = []
     n_piped = 0
     n_selected = 0
-    stopped_early = False
+    stopped_early = capped = False
     try:
         while True:
             rec = reader.frame(n_piped)
@@ -631,6 +649,9 @@ def _iter_frames(info: VideoInfo, sampling: FrameSampling, chunk_size: int) -> I
                 n_selected += 1
             if selector.stopped:
                 stopped_early = True
+                # Hitting max_frames while ffmpeg still has frames to give: the video is longer than the cap.
+                at_cap = sampling.max_frames is not None and n_selected >= sampling.max_frames
+                capped = at_cap and reader.has_frame(n_piped, timeout=_PROBE_TIMEOUT_S / 6)
                 break
         if not stopped_early:
             for f in selector.finish():
@@ -662,8 +683,18 @@ def _iter_frames(info: VideoInfo, sampling: FrameSampling, chunk_size: int) -> I
             n_decoded,
             "; ".join(warnings[:3]),
         )
+    if capped:
+        log.warning(
+            "%s: stopped at max_frames=%d (frame %d, %.2f s of about %s s); later frames are not processed, raise "
+            "frames.max_frames to include them",
+            p,
+            sampling.max_frames,
+            n_piped - 1,
+            pending[-1].time if pending else float("nan"),
+            "?" if info.duration_s is None else f"{info.duration_s:.2f}",
+        )
     if pending:
-        yield _stack(pending, truncated, warnings)
+        yield _stack(pending, truncated, warnings, capped)
 
 
 def read_frames(path: str | Path, sampling: FrameSampling | None = None) -> FrameChunk:
@@ -682,6 +713,7 @@ def read_frames(path: str | Path, sampling: FrameSampling | None = None) -> Fram
         timestamps=np.concatenate([c.timestamps for c in chunks]),
         truncated=last.truncated,
         warnings=last.warnings,
+        capped=last.capped,
     )
 
 

@@ -424,6 +424,12 @@ class PersonTrackingConfig:
     """Mask components at least this fraction of the largest count as separate people on a full-frame search."""
     centre_weight: float = 0.5
     """How strongly the first pick prefers central people: score = area * (1 - centre_weight * distance / half-diag)."""
+    normalise_exposure: bool = True
+    """When nobody is found on a dark or washed-out frame, look again after stretching its contrast."""
+    min_contrast: float = 96.0
+    """Frames whose luma range (1st to 99th percentile, of 255) is below this count as low-contrast."""
+    max_saturated_fraction: float = 0.5
+    """Frames with more than this fraction of saturated (luma >= 250) pixels count as over-exposed."""
 
 
 @dataclass
@@ -468,7 +474,9 @@ def detect_person(
     holds several people, the largest, most central one is chosen and the detector re-run on a crop around it with
     the others painted out. Later frames search a crop around the last accepted box and fall back to the whole frame
     (choosing the person overlapping that box) when the person is not found there or the IoU is too low. Frames
-    without an acceptable person are marked skipped with a reason; the run goes on.
+    without an acceptable person are marked skipped with a reason; the run goes on. A frame where nobody was found
+    and that is dark or washed out is searched again after stretching its contrast; if it still fails, its reason
+    says what is wrong with the exposure ("no person detected; frame too dark (...)").
 
     Args:
         images: (T, H, W, 3) uint8 RGB frames.
@@ -499,6 +507,8 @@ def detect_person(
             logger.info("frame %d: tracked person lost for %d frames; starting a new track", t, lost)
             last_box = None
         candidate, reason = _detect_frame(images[t], detector, config, last_box)
+        if candidate is None:
+            candidate, reason = _retry_exposure(images[t], detector, config, last_box, reason)
         if candidate is None:
             track.reasons[t] = reason
             lost += 1
@@ -555,6 +565,68 @@ def _detect_frame(
     )
     candidate = _Candidate(result.keypoints, mask, _person_box(mask, result.keypoints, h, w, config))
     return _validate(candidate, h, w, config)
+
+
+def exposure_problem(image: np.ndarray, min_contrast: float = 96.0, max_saturated: float = 0.5) -> str | None:
+    """Say what is wrong with a frame's exposure, or ``None`` when it looks usable.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        min_contrast: a luma range (1st to 99th percentile, of 255) below this is "low contrast".
+        max_saturated: a fraction of saturated pixels (luma >= 250) above this is "over-exposed".
+
+    Returns:
+        "over-exposed (...)", "too dark (...)", "blank (...)", "low contrast (...)" or None.
+    """
+    luma = cv2.cvtColor(_check_image(image, "image")[::2, ::2], cv2.COLOR_RGB2GRAY)
+    lo, hi = np.percentile(luma, [1, 99])
+    saturated = float(np.mean(luma >= 250))
+    if saturated > max_saturated:
+        return f"over-exposed ({saturated:.0%} of pixels saturated)"
+    if hi < 48:
+        return f"too dark (99% of pixels below luma {hi:.0f}/255)"
+    if hi - lo < 3:
+        return f"blank (uniform luma {lo:.0f}/255)"
+    if hi - lo < min_contrast:
+        return f"low contrast (luma {lo:.0f}-{hi:.0f} of 255)"
+    return None
+
+
+def stretch_contrast(image: np.ndarray) -> np.ndarray | None:
+    """Map the 1st..99th luma percentiles of an (H, W, 3) uint8 frame to 0..255 (all channels alike).
+
+    Returns ``None`` for a flat frame (range below 3 levels): there is nothing to recover.
+    """
+    luma = cv2.cvtColor(_check_image(image, "image")[::2, ::2], cv2.COLOR_RGB2GRAY)
+    lo, hi = np.percentile(luma, [1, 99])
+    if hi - lo < 3:
+        return None
+    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut)
+
+
+def _retry_exposure(
+    image: np.ndarray,
+    detector: PoseDetector,
+    config: PersonTrackingConfig,
+    last_box: np.ndarray | None,
+    reason: str | None,
+) -> tuple[_Candidate | None, str | None]:
+    """After a miss on a badly exposed frame: detect again on a contrast-stretched copy (same geometry), else add the
+    exposure problem to the skip reason."""
+    if not (reason or "").startswith(("no person", "too few confident keypoints")):
+        return None, reason  # a person was seen (too small, or not the tracked one): exposure is not the problem
+    problem = exposure_problem(image, config.min_contrast, config.max_saturated_fraction)
+    if problem is None:
+        return None, reason
+    if config.normalise_exposure and not problem.startswith("over-exposed"):
+        fixed = stretch_contrast(image)
+        if fixed is not None:
+            candidate, _ = _detect_frame(fixed, detector, config, last_box)
+            if candidate is not None:
+                logger.debug("person found after stretching the contrast of a frame that is %s", problem)
+                return candidate, None
+    return None, f"{reason}; frame {problem}"
 
 
 def _run_in_crop(

@@ -294,10 +294,10 @@ class TestTracking:
         frames = [_scene([]), _scene([(150, 100, 160, 110)]), _scene([main]), _scene([])]
         track = detect_person(np.stack(frames), FakeDetector(), FAKE_CONFIG)
         np.testing.assert_array_equal(track.valid, [False, False, True, False])
-        assert track.reasons[0] == "no person detected"
+        assert track.reasons[0].startswith("no person detected; frame too dark")  # black frame
         assert track.reasons[1] == "person too small"
         assert track.reasons[2] is None
-        assert track.reasons[3] == "no person detected"
+        assert track.reasons[3].startswith("no person detected; frame too dark")
 
     def test_tracking_uses_a_search_crop(self):
         # Once locked on, a lone person costs one detector call per frame.
@@ -351,7 +351,7 @@ class TestMediaPipe:
         noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
         track = detect_person(np.stack([blank, noise]), mediapipe_detector)
         assert not track.valid.any()
-        assert track.reasons == ["no person detected", "no person detected"]
+        assert track.reasons == ["no person detected; frame blank (uniform luma 128/255)", "no person detected"]
 
     def test_closed_detector_refuses(self):
         detector = PersonDetector()
