@@ -32,8 +32,19 @@ from prefect.futures import as_completed
 
 from flows.config import PipelineConfig, load_config
 from flows.ledger import VIDEO_EXTENSIONS, Ledger, settled_videos
+from flows.paths import PathEscapeError, Roots, roots_for
 from flows.runners import RunnerConfig, build_task_runner, lease_device, resolve_device
-from flows.store import FrameStatus, NotARunStoreError, RunAttrs, RunStore, SchemaVersionError, create_run, open_run
+from flows.store import (
+    FrameStatus,
+    NotARunStoreError,
+    RunAttrs,
+    RunStore,
+    RunStoreBusyError,
+    SchemaVersionError,
+    create_run,
+    lock_run,
+    open_run,
+)
 from flows.video import iter_frames, probe_video
 
 if TYPE_CHECKING:
@@ -47,8 +58,11 @@ __all__ = [
     "FrameBatchError",
     "FrameContext",
     "FrameRecord",
+    "PathEscapeError",
+    "RunStoreBusyError",
     "RunStoreMismatchError",
     "SourceInfo",
+    "VideoPaths",
     "VideoResult",
     "add_progress_listener",
     "extract_frames",
@@ -61,6 +75,7 @@ __all__ = [
     "remove_progress_listener",
     "render_frame_preview",
     "resolve_config",
+    "video_paths",
 ]
 
 PREVIEW_TILE_PX = 192
@@ -203,19 +218,21 @@ class DirectoryResult:
         failed: video path -> error, for videos that could not be processed (bad or unreadable files).
         unchanged: videos skipped because the ledger has them with the same size, mtime and config.
         growing: files left for the next scan because they were still changing (or empty).
+        busy: videos left for the next scan because another run was writing their store.
     """
 
     processed: list[VideoResult] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
     growing: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> str:
         """One line summary."""
         return (
             f"{len(self.processed)} processed, {len(self.failed)} failed, {len(self.unchanged)} unchanged, "
-            f"{len(self.growing)} still growing"
+            f"{len(self.growing)} still growing, {len(self.busy)} busy"
         )
 
 
@@ -876,13 +893,17 @@ def process_video(
     batch_size: int = 8,
     overwrite: bool = False,
     replace_mismatched: bool = False,
+    lock_timeout_s: float | None = None,
 ) -> VideoResult:
     """One video -> ``<out_dir>/<stem>.zarr`` (run store) and ``<out_dir>/<stem>.preview/`` (tiles, contact sheet,
     frame report), with progress, table and summary artifacts.
 
     Re-running on a store made from the same file bytes and config resumes: finished stages and DONE frames are not
     recomputed, FAILED and PENDING frames are retried. A store made from another file or config is an error unless
-    ``replace_mismatched`` (then it is rebuilt); ``overwrite`` always rebuilds.
+    ``replace_mismatched`` (then it is rebuilt); ``overwrite`` always rebuilds. One run writes a store at a time (see
+    :func:`flows.store.lock_run`): a second run on the same store waits for the first, then resumes (a no-op when the
+    first finished every frame). Paths are confined to the config's ``input_root``/``output_root``
+    (:mod:`flows.paths`): nothing is written outside ``out_dir`` even through a symlink planted there.
 
     Args:
         video: the source video.
@@ -892,12 +913,15 @@ def process_video(
         batch_size: frames per frame-batch task.
         overwrite: rebuild the store even if it matches.
         replace_mismatched: rebuild a store made from another file or config instead of raising.
+        lock_timeout_s: how long to wait for another run writing the same store (None: as long as it takes; 0: fail
+            at once with ``RunStoreBusyError``).
 
     Returns:
         VideoResult; frames that failed are counted in ``n_failed`` ("completed with failures: N"), not raised.
 
     Raises:
-        VideoError: the video is missing or unreadable. RunStoreMismatchError: see above.
+        VideoError: the video is missing or unreadable. RunStoreMismatchError: see above. RunStoreBusyError: another
+        run held the store for ``lock_timeout_s``. PathEscapeError: a path outside the input/output roots.
     """
     t_start = time.perf_counter()
     logger = _logger()
@@ -905,11 +929,73 @@ def process_video(
     runner = runner or RunnerConfig()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    video = Path(video).absolute()
+    paths = video_paths(video, out_dir, cfg)
+    paths.out.mkdir(parents=True, exist_ok=True)
+
+    def waiting(holder: str) -> None:
+        logger.warning("%s: another run is writing this store (%s); waiting for it", paths.store.name, holder)
+
+    with lock_run(paths.store, lock_timeout_s, on_wait=waiting):
+        return _process_video_locked(paths, cfg, runner, batch_size, overwrite, replace_mismatched, t_start)
+
+
+@dataclass(frozen=True)
+class VideoPaths:
+    """Where one video run reads and writes (absolute, as given: symlinks are checked, not replaced).
+
+    Attributes:
+        video: the source video.
+        out: the output folder.
+        store: ``<out>/<stem>.zarr``.
+        preview: ``<out>/<stem>.preview``.
+        avatar: ``<out>/<stem>.avatar``.
+    """
+
+    video: Path
+    out: Path
+    store: Path
+    preview: Path
+    avatar: Path
+
+
+def run_roots(input_default: str | Path, out_dir: str | Path, config: PipelineConfig) -> Roots:
+    """Input/output roots of a run: the config's ``input_root``/``output_root``, else ``input_default``/``out_dir``."""
+    return roots_for(input_default, out_dir, config.input_root, config.output_root)
+
+
+def video_paths(video: str | Path, out_dir: str | Path, config: PipelineConfig) -> VideoPaths:
+    """The paths of one video run, each checked against the run's roots (after resolving ``..`` and symlinks).
+
+    Without a configured ``input_root`` the video may be anywhere (it was named explicitly); without an
+    ``output_root`` everything must stay inside ``out_dir``.
+
+    Raises:
+        PathEscapeError: the video lies outside the input root, ``out_dir`` outside the output root, or an output
+            (e.g. a symlink ``<stem>.zarr`` planted in ``out_dir``) resolves outside the output root.
+    """
+    given = Path(video).absolute()
+    roots = run_roots(Path(os.path.realpath(given)).parent, out_dir, config)
+    roots.input_path(given, "video")
     out = Path(out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    store_path = out / f"{video.stem}.zarr"
-    preview_dir = out / f"{video.stem}.preview"
+    p = VideoPaths(given, out, out / f"{given.stem}.zarr", out / f"{given.stem}.preview", out / f"{given.stem}.avatar")
+    for what, path in (("run store", p.store), ("preview folder", p.preview), ("avatar folder", p.avatar)):
+        roots.output_path(path, what)
+        roots.output_path(path.with_name(path.name + ".lock"), f"{what} lock")
+    return p
+
+
+def _process_video_locked(
+    paths: VideoPaths,
+    cfg: PipelineConfig,
+    runner: RunnerConfig,
+    batch_size: int,
+    overwrite: bool,
+    replace_mismatched: bool,
+    t_start: float,
+) -> VideoResult:
+    """The body of :func:`process_video`, run while holding the store's lock."""
+    logger = _logger()
+    video, store_path, preview_dir = paths.video, paths.store, paths.preview
     slug = _slug(video.stem)
 
     _emit("video", video=str(video), stage="probe")
@@ -995,7 +1081,7 @@ def process_video(
                 if progress_id is not None:
                     _update_progress(progress_id, 100.0 * done_now / n)
 
-    avatar_out = _train_avatar_stage(store, store_path, cfg, runner, logger) if cfg.avatar_enabled else {}
+    avatar_out = _train_avatar_stage(store, paths, cfg, runner, logger) if cfg.avatar_enabled else {}
     _emit("video", video=str(video), stage="finish")
     store.finalize()
     sheet = _write_contact_sheet(preview_dir, store)
@@ -1022,15 +1108,17 @@ def process_video(
     if _in_flow():
         from flows.artifacts import publish_video_artifacts
 
-        publish_video_artifacts(slug, result, [records[t] for t in sorted(records)], store.reasons())
+        _report_safely("video artifacts", publish_video_artifacts, slug, result, [records[t] for t in sorted(records)],
+                       store.reasons())  # fmt: skip
     (logger.warning if result.n_failed else logger.info)("%s: %s", video.name, result.message)
     return result
 
 
 def _train_avatar_stage(
-    store: RunStore, store_path: Path, cfg: PipelineConfig, runner: RunnerConfig, logger: Any
+    store: RunStore, paths: VideoPaths, cfg: PipelineConfig, runner: RunnerConfig, logger: Any
 ) -> dict[str, str | None]:
     """Train the avatar from the reconstructed frames (a sub-flow) and re-pose it as a preview; never raises."""
+    store_path = paths.store
     n_meshes = len(store.mesh_frames())
     if not cfg.reconstruct_enabled or n_meshes < cfg.avatar_min_frames:
         logger.info("%s: no avatar: %d reconstructed frame(s), %d needed", store_path.name, n_meshes,
@@ -1043,7 +1131,8 @@ def _train_avatar_stage(
     with _device_scope(devices, cfg) as device:
         try:
             res = train_avatar_flow(store_path, cfg.avatar, motion_path=cfg.avatar_motion, device=device,
-                                    min_frames=cfg.avatar_min_frames, body_model_path=cfg.body_model)  # fmt: skip
+                                    min_frames=cfg.avatar_min_frames, body_model_path=cfg.body_model,
+                                    out_dir=paths.avatar)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the frames are done; report the avatar failure, keep them
             logger.error("%s: avatar training failed: %s", store_path.name, e)
             return {"avatar_error": f"{type(e).__name__}: {e}"}
@@ -1054,16 +1143,27 @@ def _train_avatar_stage(
     return out
 
 
+def _report_safely(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an artifact/reporting function; an unreachable Prefect API (after the client's own retries) costs the
+    report, never the frames: log it and go on (returns None)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - reports are optional, the store is the record
+        _logger().warning("could not publish the %s (Prefect API unreachable?): %s: %s", what, type(e).__name__, e)
+        return None
+
+
 def _create_progress(progress: float, key: str, description: str) -> Any:
     from prefect.artifacts import create_progress_artifact
 
-    return create_progress_artifact(progress=progress, key=key, description=description)
+    return _report_safely("progress artifact", create_progress_artifact, progress=progress, key=key,
+                          description=description)  # fmt: skip
 
 
 def _update_progress(artifact_id: Any, progress: float) -> None:
     from prefect.artifacts import update_progress_artifact
 
-    update_progress_artifact(artifact_id=artifact_id, progress=progress)
+    _report_safely("progress update", update_progress_artifact, artifact_id=artifact_id, progress=progress)
 
 
 @flow(name="process-directory")
@@ -1093,6 +1193,9 @@ def process_directory(
         settle_seconds: a file must keep its size and mtime this long to be processed.
         extensions: video extensions to scan for (default: mp4, mov, m4v, mkv, webm, avi).
         retry_failed: also reprocess videos whose last run failed or had failed frames.
+
+    Videos that resolve outside the input root (default ``video_dir``; e.g. through a symlink to another folder) are
+    refused and reported as failed; a video whose store another run is writing is left for the next scan (``busy``).
     """
     logger = _logger()
     cfg = resolve_config(config)
@@ -1100,12 +1203,22 @@ def process_directory(
     runner = runner or RunnerConfig()
     root = Path(video_dir).absolute()
     out = Path(out_dir).absolute()
+    roots = run_roots(root, out, cfg)
+    # The videos' runs keep to the scan's roots (roots are not part of the digest, so stores and ledger still match).
+    video_cfg = cfg.model_copy(update={"input_root": str(roots.input), "output_root": str(roots.output)})
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.in_dir(out)
     settled, growing = settled_videos(root, settle_seconds, extensions or VIDEO_EXTENSIONS)
     result = DirectoryResult(growing=[str(p) for p in growing])
     todo = []
     for v in settled:
+        try:
+            roots.input_path(v.path, "video")
+        except PathEscapeError as e:
+            result.failed[str(v.path)] = f"{type(e).__name__}: {e}"
+            ledger.record(v, digest, "failed", None, str(e))
+            logger.error("%s: refused: %s", v.path, e)
+            continue
         if ledger.needs_processing(v, digest, retry_failed):
             todo.append(v)
         else:
@@ -1126,18 +1239,23 @@ def process_directory(
             state = process_video(
                 v.path,
                 out / rel,
-                cfg,
+                video_cfg,
                 video_runner,
                 batch_size,
                 replace_mismatched=True,
+                lock_timeout_s=0,
                 return_state=True,
             )
             if state.is_completed():
                 res: VideoResult = state.result()
                 result.processed.append(res)
                 ledger.record(v, digest, res.status, res.store, res.message)
+                continue
+            err = state.result(raise_on_failure=False)
+            if isinstance(err, RunStoreBusyError):  # not recorded: the next scan picks it up
+                result.busy.append(str(v.path))
+                logger.warning("%s: left for the next scan: %s", v.path, err)
             else:
-                err = state.result(raise_on_failure=False)
                 message = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(state.message)
                 result.failed[str(v.path)] = message
                 ledger.record(v, digest, "failed", None, message)
@@ -1145,7 +1263,7 @@ def process_directory(
     if _in_flow():
         from flows.artifacts import publish_directory_artifact
 
-        publish_directory_artifact(_slug(root.name or "videos"), root, out, result)
+        _report_safely("scan artifact", publish_directory_artifact, _slug(root.name or "videos"), root, out, result)
     logger.info("%s: %s", root, result.message)
     return result
 
