@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -287,6 +288,8 @@ def _parse(data, path: Path) -> tuple[Motion, str, str]:
             f"keys present: {sorted(keys)}"
         )
     root_key = next(k for k in ("root_orient", "smpl_poses", "poses", "global_orient") if k in keys)
+    if root.shape[0] == 0:
+        raise ValueError(f"{path}: the motion has no frames (key {root_key!r} is empty); it needs at least one frame")
     root = _check_angles(root, path, root_key)
     body = _check_angles(body, path, next(k for k in ("pose_body", "smpl_poses", "poses", "body_pose") if k in keys), 1)
     if "up_axis" in keys:  # written by save_motion
@@ -300,6 +303,22 @@ def _parse(data, path: Path) -> tuple[Motion, str, str]:
         logger.warning("%s: no frame rate stored; assuming %.0f fps", path, DEFAULT_FPS)
         fps = DEFAULT_FPS
     return Motion(fps=fps, global_orient=root, body_pose=body, transl=trans), fmt, up
+
+
+def _read_npz(path: Path) -> tuple[Motion, str, str]:
+    """``_parse`` an npz archive; anything else under that name (a pickle, a bare .npy, a cut zip) is a ValueError
+    naming the file, and nothing is ever unpickled."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # ValueError: a pickle refused
+        raise ValueError(f"{path}: not a readable .npz archive ({exc})") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: holds a single .npy array, not an .npz archive of named arrays")
+    try:
+        with data:
+            return _parse(data, path)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
 def load_motion(
@@ -340,11 +359,7 @@ def load_motion(
             raise ValueError(f"{path}: expected a pickled dict of arrays, got {type(data).__name__}")
         motion, fmt, up = _parse(data, path)
     elif suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                motion, fmt, up = _parse(data, path)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+        motion, fmt, up = _read_npz(path)
     else:
         raise ValueError(f"{path}: unsupported motion file type {suffix!r}; expected .npz (or a trusted .pkl)")
     up = up if up_axis == "auto" else up_axis
