@@ -429,7 +429,7 @@ class PersonTrackingConfig:
     min_contrast: float = 96.0
     """Frames whose luma range (1st to 99th percentile, of 255) is below this count as low-contrast."""
     max_saturated_fraction: float = 0.5
-    """Frames with more than this fraction of saturated (luma >= 250) pixels count as over-exposed."""
+    """Frames with more than this fraction of saturated pixels (a channel >= 250) count as over-exposed."""
 
 
 @dataclass
@@ -573,14 +573,15 @@ def exposure_problem(image: np.ndarray, min_contrast: float = 96.0, max_saturate
     Args:
         image: (H, W, 3) uint8 RGB.
         min_contrast: a luma range (1st to 99th percentile, of 255) below this is "low contrast".
-        max_saturated: a fraction of saturated pixels (luma >= 250) above this is "over-exposed".
+        max_saturated: a fraction of saturated pixels (a channel >= 250) above this is "over-exposed".
 
     Returns:
         "over-exposed (...)", "too dark (...)", "blank (...)", "low contrast (...)" or None.
     """
-    luma = cv2.cvtColor(_check_image(image, "image")[::2, ::2], cv2.COLOR_RGB2GRAY)
+    small = _check_image(image, "image")[::2, ::2]
+    luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     lo, hi = np.percentile(luma, [1, 99])
-    saturated = float(np.mean(luma >= 250))
+    saturated = float(np.mean(small.max(axis=2) >= 250))  # any channel clipped: detail there is lost
     if saturated > max_saturated:
         return f"over-exposed ({saturated:.0%} of pixels saturated)"
     if hi < 48:
