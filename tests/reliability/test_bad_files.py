@@ -278,3 +278,84 @@ def test_growing_video_waits_until_settled(tmp_path, clip, reliability_row):
     reliability_row("video growing while scanned", "left for the next scan; picked up once it stops changing",
                     f"while writing: settled {[v.path.name for v in settled]}, waiting "
                     f"{[p.name for p in still_growing]}; after: settled {sorted(v.path.name for v in later)}")
+
+
+# --------------------------------------------------------------------------------- a directory run over all of it
+@pytest.mark.slow
+def test_directory_of_good_and_bad_videos(prefect_server, tmp_path, reliability_row):
+    """process_directory over good, bad, odd and growing files: the good video is processed (its frame without a
+    person skipped with a reason), every bad one is recorded as failed with the error, nothing else stops, and every
+    store written opens with xarray."""
+    import xarray as xr
+
+    from flows import pipeline
+    from flows.ledger import Ledger
+    from flows.store import FrameStatus, open_run
+
+    videos, out = tmp_path / "vidéos in", tmp_path / "out"
+    person = media.astronaut(128)
+    frames = np.stack([np.roll(person, 3 * i, axis=1) for i in range(5)])
+    frames[2] = 0  # a frame without anybody
+    good = media.write_frames(videos / "good clip ü.mp4", frames)
+    media.ffmpeg("-i", good, "-c:v", "libx264", "-g", "1", "-movflags", "+faststart", tmp_path / "all_key.mp4")
+    media.truncated_video(videos / "cut.mp4", tmp_path / "all_key.mp4", 0.6)
+    (videos / "empty.mp4").touch()
+    (videos / "random.mp4").write_bytes(np.random.default_rng(1).bytes(5000))
+    media.audio_only(videos / "tone.mp4")
+    media.zero_frame_video(videos / "zero.mp4")
+    media.still_png(videos / "photo.mp4")
+    media.pattern_clip(videos / "nobody.mp4", "64x48", 5)
+    (videos / "sub").mkdir()
+    (videos / "sub" / "loop").symlink_to(videos)
+    cfg = load_config("fast", {"frames": {"fps": None, "max_frames": 5},
+                               "person": {"crop_size": 64, "detect_size": 128},
+                               "fit": {"orient_iters": 2, "pose_iters": 2, "silhouette_iters": 0},
+                               "reconstruct_enabled": False, "avatar_enabled": False})  # fmt: skip
+    stop = threading.Event()
+
+    def record() -> None:  # a recording in progress for the whole scan
+        with open(videos / "recording.mp4", "wb") as f:
+            while not stop.is_set():
+                f.write(b"\0" * 64)
+                f.flush()
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=record, daemon=True)
+    writer.start()
+    try:
+        result = pipeline.process_directory(videos, out, cfg, settle_seconds=0.5)
+    finally:
+        stop.set()
+        writer.join()
+
+    by_name = {Path(r.video).name: r for r in result.processed}
+    failed = {Path(p).name: m for p, m in result.failed.items()}
+    # An empty file may be a recording that has not started writing: like a growing one it waits for a later scan.
+    assert [Path(p).name for p in result.growing] == ["empty.mp4", "recording.mp4"]
+    assert set(failed) == {"random.mp4", "tone.mp4", "zero.mp4"}
+    assert "NotAVideoError" in failed["random.mp4"]
+    assert "NoVideoStreamError" in failed["tone.mp4"] and "NoVideoStreamError" in failed["zero.mp4"]
+    assert set(by_name) == {"good clip ü.mp4", "cut.mp4", "photo.mp4", "nobody.mp4"}
+    g = by_name["good clip ü.mp4"]
+    assert (g.n_frames, g.n_done, g.n_skipped, g.n_failed) == (5, 4, 1, 0)
+    store = open_run(g.store)
+    assert store.status()[2] == FrameStatus.SKIPPED and "no person" in store.reasons()[2]
+    assert 1 <= by_name["cut.mp4"].n_frames < 5
+    for name in ("photo.mp4", "nobody.mp4"):  # nobody anywhere: every frame skipped, the video still completes
+        r = by_name[name]
+        assert r.n_skipped == r.n_frames and r.n_done == 0 and r.n_failed == 0
+    ledger = {Path(p).name: e for p, e in Ledger.in_dir(out).entries().items()}
+    assert set(ledger) == set(by_name) | set(failed)  # the growing file waits for the next scan
+    assert all(ledger[n].status == "failed" and ledger[n].message for n in failed)
+    opened = {}
+    for path in sorted(out.rglob("*.zarr")):
+        root = xr.open_zarr(path)
+        opened[path.stem] = (int(root.sizes["frame"]), xr.open_zarr(path, group="frames").image.shape[1:3])
+    assert set(opened) == {Path(n).stem for n in by_name}
+    reliability_row("directory of good + bad files (process_directory)",
+                    "good processed, bad recorded failed with reason, growing left, stores open in xarray",
+                    f"processed {sorted(by_name)} (good: {g.n_done} done, 1 skipped: {store.reasons()[2]!r}; "
+                    f"cut: {by_name['cut.mp4'].n_frames} frames; photo/nobody: all frames skipped); failed "
+                    + "; ".join(f"{n}: {m.split(':')[0]}" for n, m in sorted(failed.items()))
+                    + f"; waiting (growing or empty) {[Path(p).name for p in result.growing]}; stores opened "
+                    f"{opened}")  # fmt: skip
