@@ -40,6 +40,10 @@ UpAxis = Literal["auto", "y", "z"]
 #: rotation); larger ones mean degrees stored as radians or a corrupt file, and are refused.
 MAX_ROTATION_RAD = 4 * np.pi
 
+#: Largest array (uncompressed bytes) read from a motion npz: 512 MiB is hours of SMPL-X motion; a bigger member is
+#: refused before it is decompressed, so a crafted file cannot exhaust memory.
+MAX_MOTION_ARRAY_BYTES = 512 << 20
+
 #: Below this median "up" component of the root (1 upright, 0 lying, -1 upside down) a motion is reported as
 #: probably read with the wrong up axis.
 MIN_UPRIGHT = 0.5
@@ -314,6 +318,13 @@ def _read_npz(path: Path) -> tuple[Motion, str, str]:
         raise ValueError(f"{path}: not a readable .npz archive ({exc})") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: holds a single .npy array, not an .npz archive of named arrays")
+    for info in data.zip.infolist():
+        if info.file_size > MAX_MOTION_ARRAY_BYTES:
+            data.close()
+            raise ValueError(
+                f"{path}: array {info.filename!r} is {info.file_size / 2**20:.0f} MiB uncompressed, more than the "
+                f"{MAX_MOTION_ARRAY_BYTES >> 20} MiB a motion file may hold; split the motion into shorter files"
+            )
     try:
         with data:
             return _parse(data, path)

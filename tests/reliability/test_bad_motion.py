@@ -171,3 +171,23 @@ def test_files_that_are_not_npz_archives(tmp_path, reliability_row):
         seen.append(f"{name}: {str(err.value).split(': ', 1)[1][:50]}")
     reliability_row("motion: not an npz archive (.npy renamed, cut zip, text, empty)",
                     "ValueError naming the file", "; ".join(seen))  # fmt: skip
+
+
+def test_oversized_motion_array_is_refused_before_decompressing(tmp_path, monkeypatch, reliability_row):
+    import body.motion as motion_mod
+
+    big = walking(2000)  # poses: 2000 x 72 float64 = 1.1 MiB uncompressed, compressing to a few KB
+    big["poses"][:] = 0.0
+    np.savez_compressed(tmp_path / "long.npz", **big)
+    assert (tmp_path / "long.npz").stat().st_size < 100_000
+    assert load_motion(tmp_path / "long.npz").num_frames == 2000
+    default = motion_mod.MAX_MOTION_ARRAY_BYTES
+    monkeypatch.setattr(motion_mod, "MAX_MOTION_ARRAY_BYTES", 1 << 20)  # stand-in for the 512 MiB default
+    read = []
+    monkeypatch.setattr(motion_mod, "_parse", lambda *a: read.append(a) or pytest.fail("array was read"))
+    with pytest.raises(ValueError, match=r"long\.npz.*'poses\.npy' is 1 MiB uncompressed") as err:
+        load_motion(tmp_path / "long.npz")
+    assert read == []
+    reliability_row("motion: array larger than the size bound (zip bomb)", "refused from the zip directory, unread",
+                    f"{_err(err.value)}; default bound {default >> 20} MiB, monkeypatched to "
+                    f"1 MiB; 2000-frame file ({(tmp_path / 'long.npz').stat().st_size} B compressed) refused")
