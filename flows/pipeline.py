@@ -1044,42 +1044,32 @@ def _process_video_locked(
     _emit("frames", video=str(video), finished=finished(), total=n)
     if batches:
         _emit("video", video=str(video), stage="frames")
-        with build_task_runner(runner) as task_runner:
-            futures = {
-                task_runner.submit(
-                    process_frame_batch,
-                    parameters={
-                        "store_path": str(store_path),
-                        "frames": batch,
-                        "config": cfg,
-                        "preview_dir": str(preview_dir),
-                        "devices": list(runner.devices),
-                    },
-                ): batch
-                for batch in batches
-            }
-            for future in as_completed(list(futures)):
-                future.wait()
-                outcome = future.result(raise_on_failure=False)
-                batch = futures[future]
-                if isinstance(outcome, BatchResult):
-                    res = outcome
-                elif isinstance(outcome, FrameBatchError):
-                    res = outcome.result
-                else:  # the task died before it could mark its frames (crash, lost worker, bad input)
-                    res = BatchResult(frames=batch)
-                    reason = f"batch task failed: {future.state.message or outcome}"
-                    left = [t for t in store.pending(batch)]
-                    if left:
-                        store.set_status(left, FrameStatus.FAILED, reason)
-                    logger.error("%s: frames %s: %s", video.name, left, reason)
-                for t, secs in res.seconds.items():
-                    rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
-                    rec.seconds.update(secs)
-                done_now = finished()
-                _emit("frames", video=str(video), finished=done_now, total=n)
-                if progress_id is not None:
-                    _update_progress(progress_id, 100.0 * done_now / n)
+
+        def on_batch(batch: list[int], outcome: Any, message: str | None) -> None:
+            if isinstance(outcome, BatchResult):
+                res = outcome
+            elif isinstance(outcome, FrameBatchError):
+                res = outcome.result
+            else:  # the task died before it could mark its frames (crash, lost worker, bad input)
+                res = BatchResult(frames=batch)
+                _fail_pending(store, batch, f"batch task failed: {message or outcome}", video.name)
+            for t, secs in res.seconds.items():
+                rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
+                rec.seconds.update(secs)
+            done_now = finished()
+            _emit("frames", video=str(video), finished=done_now, total=n)
+            if progress_id is not None:
+                _update_progress(progress_id, 100.0 * done_now / n)
+
+        params = {"store_path": str(store_path), "config": cfg, "preview_dir": str(preview_dir),
+                  "devices": list(runner.devices)}  # fmt: skip
+        lost = _run_frame_batches(runner, batches, params, on_batch)
+        if lost:  # a worker process died (killed, out of memory): its pool is gone; once more in a new one
+            retry = [left for b, _ in lost if (left := store.pending(b))]
+            logger.warning("%s: %d batch(es) lost with a worker (%s); retrying frames %s in a new pool", video.name,
+                           len(lost), lost[0][1], sorted(t for b in retry for t in b))  # fmt: skip
+            for batch, err in _run_frame_batches(runner, retry, params, on_batch) if retry else []:
+                _fail_pending(store, batch, f"batch task failed twice, its worker process died: {err}", video.name)
 
     avatar_out = _train_avatar_stage(store, paths, cfg, runner, logger) if cfg.avatar_enabled else {}
     _emit("video", video=str(video), stage="finish")
@@ -1112,6 +1102,42 @@ def _process_video_locked(
                        store.reasons())  # fmt: skip
     (logger.warning if result.n_failed else logger.info)("%s: %s", video.name, result.message)
     return result
+
+
+def _fail_pending(store: RunStore, batch: Sequence[int], reason: str, name: str) -> None:
+    """Mark the frames of ``batch`` that are not finished FAILED with ``reason`` (the others keep their status)."""
+    left = store.pending(batch)
+    if left:
+        store.set_status(left, FrameStatus.FAILED, reason)
+    _logger().error("%s: frames %s: %s", name, left, reason)
+
+
+def _run_frame_batches(
+    runner: RunnerConfig,
+    batches: list[list[int]],
+    parameters: dict[str, Any],
+    on_batch: Callable[[list[int], Any, str | None], None],
+) -> list[tuple[list[int], str]]:
+    """Run one :func:`process_frame_batch` per batch on a new task runner; ``on_batch(batch, outcome, message)`` as
+    each ends (outcome: its ``BatchResult``, ``FrameBatchError`` or other error).
+
+    Returns:
+        The batches whose future itself raised, with the error: their worker process died (e.g. ``BrokenProcessPool``
+        after a SIGKILL or the OOM killer), which also takes down every batch still queued on that pool.
+    """
+    lost: list[tuple[list[int], str]] = []
+    with build_task_runner(runner) as task_runner:
+        futures = {task_runner.submit(process_frame_batch, parameters={**parameters, "frames": b}): b for b in batches}
+        for future in as_completed(list(futures)):
+            batch = futures[future]
+            try:
+                future.wait()
+                outcome = future.result(raise_on_failure=False)
+            except Exception as e:  # noqa: BLE001 - a dead worker; reported to the caller, never ends the flow
+                lost.append((batch, f"{type(e).__name__}: {e}"))
+                continue
+            on_batch(batch, outcome, future.state.message)
+    return lost
 
 
 def _train_avatar_stage(
