@@ -594,6 +594,10 @@ def repose(
     avatar_dir, motion_path, out_dir = Path(avatar_dir), Path(motion_path), Path(out_dir)
     if not motion_path.is_file():
         raise ValueError(f"{motion_path}: motion file not found (bundled motions are in {DEFAULT_MOTION.parent})")
+    from flows.paths import confine
+
+    for name in ("meshes", f"{motion_path.stem}.mp4", "avatar.glb"):  # a symlink planted in out_dir cannot redirect
+        confine(out_dir / name, out_dir, "repose output")
     logger = _logger()
     seconds: dict[str, float] = {}
     t0 = tick = time.perf_counter()
