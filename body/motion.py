@@ -322,7 +322,7 @@ def _read_npz(path: Path) -> tuple[Motion, str, str]:
         if info.file_size > MAX_MOTION_ARRAY_BYTES:
             data.close()
             raise ValueError(
-                f"{path}: array {info.filename!r} is {info.file_size / 2**20:.0f} MiB uncompressed, more than the "
+                f"{path}: array {info.filename!r} is {info.file_size / 2**20:.1f} MiB uncompressed, more than the "
                 f"{MAX_MOTION_ARRAY_BYTES >> 20} MiB a motion file may hold; split the motion into shorter files"
             )
     try:

@@ -355,6 +355,9 @@ _SHOWINFO_RE = re.compile(
     r"^\[showinfo@(src|out) @[^\]]*\].*?\bn:\s*\d+\s+pts:\s*\S+\s+pts_time:(\S+).*?\ss:(\d+)x(\d+)"
 )
 _LEVEL_RE = re.compile(r"\[(error|fatal|panic)\]\s*(.*)$")
+_GENERIC_ERROR_RE = re.compile(
+    r"^(Task finished with error code|Terminating thread with return code|Conversion failed)"
+)
 
 
 @dataclass(frozen=True)
@@ -665,7 +668,9 @@ def _iter_frames(info: VideoInfo, sampling: FrameSampling, chunk_size: int) -> I
 
     n_decoded = reader.n_src
     if n_decoded == 0:
-        detail = "; ".join(reader.errors[-3:]) or f"ffmpeg exit code {proc.returncode}"
+        # ffmpeg's generic "Task finished with error code ..." lines say nothing: keep the others.
+        useful = [e for e in reader.errors if not _GENERIC_ERROR_RE.search(e)] or reader.errors
+        detail = "; ".join(useful[-3:]) or f"ffmpeg exit code {proc.returncode}"
         raise NoDecodableFramesError(f"{p}: no decodable video frames ({detail}); the file may be damaged or empty")
     if n_selected == 0:
         raise NoFramesSelectedError(

@@ -5,6 +5,7 @@ Every maker writes one small file and returns its path; nothing here asserts any
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,11 @@ import numpy as np
 from flows.video import ffmpeg_exe, write_video
 
 
+def short_error(exc: BaseException) -> str:
+    """``"Type: message"`` with pytest's temporary folders cut from the paths (for the reliability table)."""
+    return f"{type(exc).__name__}: " + re.sub(r"(/[^/\s]+)*/pytest-\d+/[^/\s]+/", "", str(exc))
+
+
 def ffmpeg(*args: str | Path) -> None:
     """Run the bundled ffmpeg quietly, overwriting outputs; raise on failure."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *map(str, args)]
@@ -21,8 +27,7 @@ def ffmpeg(*args: str | Path) -> None:
 
 
 def pattern_clip(path: Path, size: str = "64x48", frames: int = 10, rate: int = 10, *extra: str) -> Path:
-    """ffmpeg's testsrc pattern as H.264 (every frame a key frame, header first, so a cut copy decodes up to the cut).
-    """
+    """ffmpeg's testsrc pattern as H.264 (all key frames, header first: a cut copy decodes up to the cut)."""
     ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}", "-frames:v", str(frames), "-c:v", "libx264",
            "-preset", "ultrafast", "-g", "1", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
            *extra, path)  # fmt: skip

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return media.short_error(exc)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,11 @@ def test_variable_frame_rate(tmp_path, reliability_row):
     np.testing.assert_allclose(chunk.timestamps, [0, 0.1, 0.2, 0.3, 0.4, 1.0, 1.1, 1.2, 1.3, 1.4], atol=1e-3)
     sampled = read_frames(path, FrameSampling(fps=2))  # targets 0, 0.5, 1.0: 0.5 s falls in the gap
     assert sampled.indices.tolist() == [0, 4, 5]  # 0.5 s -> 0.4 s (nearer than 1.0 s); nothing left for 1.5 s
-    reliability_row("variable frame rate (0.6 s gap)", "real timestamps; fps sampling picks the nearest frames",
-                    f"timestamps {chunk.timestamps.round(2).tolist()}; at 2 fps frames {sampled.indices.tolist()}")
+    reliability_row(
+        "variable frame rate (0.6 s gap)",
+        "real timestamps; fps sampling picks the nearest frames",
+        f"timestamps {chunk.timestamps.round(2).tolist()}; at 2 fps frames {sampled.indices.tolist()}",
+    )
 
 
 # -------------------------------------------------------------------------------------- long videos and bounds
@@ -221,8 +224,11 @@ def test_non_ascii_and_space_paths(tmp_path, reliability_row):
     assert len(chunk) == 4 and info.path == path and [v.path for v in found] == [path]
     with pytest.raises(VideoError, match="missing ü.mp4"):
         read_frames(folder / "missing ü.mp4")
-    reliability_row("non-ASCII and space-containing path", "written, scanned and decoded; errors name the path",
-                    f"{path.relative_to(tmp_path)}: {len(chunk)} frames, found by the scan")
+    reliability_row(
+        "non-ASCII and space-containing path",
+        "written, scanned and decoded; errors name the path",
+        f"{path.relative_to(tmp_path)}: {len(chunk)} frames, found by the scan",
+    )
 
 
 def test_symlink_loop_in_video_directory(tmp_path, reliability_row):
@@ -275,9 +281,12 @@ def test_growing_video_waits_until_settled(tmp_path, clip, reliability_row):
     assert [v.path.name for v in settled] == ["done.mp4"] and still_growing == [growing]
     later, _ = settled_videos(root, settle_seconds=0.3)
     assert sorted(v.path.name for v in later) == ["done.mp4", "recording.mp4"]
-    reliability_row("video growing while scanned", "left for the next scan; picked up once it stops changing",
-                    f"while writing: settled {[v.path.name for v in settled]}, waiting "
-                    f"{[p.name for p in still_growing]}; after: settled {sorted(v.path.name for v in later)}")
+    reliability_row(
+        "video growing while scanned",
+        "left for the next scan; picked up once it stops changing",
+        f"while writing: settled {[v.path.name for v in settled]}, waiting "
+        f"{[p.name for p in still_growing]}; after: settled {sorted(v.path.name for v in later)}",
+    )
 
 
 # --------------------------------------------------------------------------------- a directory run over all of it

@@ -11,12 +11,13 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from body.motion import MAX_ROTATION_RAD, load_motion, upright_score
+from tests.reliability import _inputs_media as media
 
 N = 8
 
 
 def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:160]}"
+    return media.short_error(exc)
 
 
 def walking(n: int = N) -> dict[str, np.ndarray]:
@@ -113,7 +114,7 @@ def test_pickle_is_refused_unless_trusted(tmp_path, reliability_row):
     trusted.write_bytes(pickle.dumps({"smpl_poses": np.zeros((N, 72)), "smpl_trans": np.zeros((N, 3))}))
     assert load_motion(trusted, trust_pickle=True).num_frames == N
     reliability_row("motion: .pkl without the trust flag", "refused before unpickling; no code runs",
-                    f"{_err(err.value)}; pickle named .npz: {_err(err_npz.value)[:90]}; marker file not created; "
+                    f"{_err(err.value)}; pickle named .npz: {_err(err_npz.value)[:120]}; marker file not created; "
                     "trust_pickle=True reads it")  # fmt: skip
 
 
@@ -152,9 +153,12 @@ def test_up_axis_mix_up_is_reported(tmp_path, caplog, reliability_row):
     with caplog.at_level(logging.WARNING, logger="body.motion"):
         load_motion(tmp_path / "floor.npz")
     assert "up axis" not in caplog.text
-    reliability_row("motion: Z-up file read as Y-up (and reverse)", "detected: warning naming file and the fix",
-                    f"upright score right/wrong: {seen[('amass.npz', 'auto')][0]}/{seen[('amass.npz', 'y')][0]}; "
-                    f"warning: {seen[('zup_plain.npz', 'auto')][1][0][-120:]}; lying-down motion: no warning")
+    reliability_row(
+        "motion: Z-up file read as Y-up (and reverse)",
+        "detected: warning naming file and the fix",
+        f"upright score right/wrong: {seen[('amass.npz', 'auto')][0]}/{seen[('amass.npz', 'y')][0]}; "
+        f"warning: {seen[('zup_plain.npz', 'auto')][1][0].split(': ', 1)[1]}; lying-down motion: no warning",
+    )
 
 
 def test_files_that_are_not_npz_archives(tmp_path, reliability_row):
@@ -168,7 +172,7 @@ def test_files_that_are_not_npz_archives(tmp_path, reliability_row):
     for name in ("array.npz", "cut.npz", "text.npz", "empty.npz"):
         with pytest.raises(ValueError, match=name.replace(".", r"\.")) as err:
             load_motion(tmp_path / name)
-        seen.append(f"{name}: {str(err.value).split(': ', 1)[1][:50]}")
+        seen.append(f"{name}: {str(err.value).split(': ', 1)[1][:70]}")
     reliability_row("motion: not an npz archive (.npy renamed, cut zip, text, empty)",
                     "ValueError naming the file", "; ".join(seen))  # fmt: skip
 
@@ -185,9 +189,12 @@ def test_oversized_motion_array_is_refused_before_decompressing(tmp_path, monkey
     monkeypatch.setattr(motion_mod, "MAX_MOTION_ARRAY_BYTES", 1 << 20)  # stand-in for the 512 MiB default
     read = []
     monkeypatch.setattr(motion_mod, "_parse", lambda *a: read.append(a) or pytest.fail("array was read"))
-    with pytest.raises(ValueError, match=r"long\.npz.*'poses\.npy' is 1 MiB uncompressed") as err:
+    with pytest.raises(ValueError, match=r"long\.npz.*'poses\.npy' is 1\.1 MiB uncompressed") as err:
         load_motion(tmp_path / "long.npz")
     assert read == []
-    reliability_row("motion: array larger than the size bound (zip bomb)", "refused from the zip directory, unread",
-                    f"{_err(err.value)}; default bound {default >> 20} MiB, monkeypatched to "
-                    f"1 MiB; 2000-frame file ({(tmp_path / 'long.npz').stat().st_size} B compressed) refused")
+    reliability_row(
+        "motion: array larger than the size bound (zip bomb)",
+        "refused from the zip directory, unread",
+        f"{_err(err.value)}; default bound {default >> 20} MiB, monkeypatched to "
+        f"1 MiB; 2000-frame file ({(tmp_path / 'long.npz').stat().st_size} B compressed) refused",
+    )
