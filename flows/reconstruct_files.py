@@ -8,16 +8,20 @@ normals | reconstruction shaded from the front | from the side).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from flows.config import PipelineConfig
+from flows.paths import roots_for
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+OUTPUT_SUFFIXES = ("_recon.obj", "_body.obj", "_fit.npz", "_overlay.png")
+"""Files written per image: ``<stem><suffix>`` in the output folder."""
 
 
 @dataclass
@@ -96,6 +100,21 @@ def overlay_panel(crop: np.ndarray, normals_front: np.ndarray, vertices: np.ndar
     return np.concatenate(panels, axis=1)
 
 
+def check_paths(source: Path, images: list[Path], out: Path, config: PipelineConfig) -> None:
+    """Confine every image to the input root (default: the source folder, or a single image's own folder) and every
+    output file to the output root (default: ``out``), before any work starts.
+
+    Raises:
+        PathEscapeError: an image (e.g. a symlink in the folder) or an output (e.g. a planted symlink) escapes.
+    """
+    input_default = source if source.is_dir() else Path(os.path.realpath(source)).parent
+    roots = roots_for(input_default, out, config.input_root, config.output_root)
+    for image in images:
+        roots.input_path(image, "image")
+        for suffix in OUTPUT_SUFFIXES:
+            roots.output_path(out / f"{image.stem}{suffix}", "output file")
+
+
 def reconstruct_images(
     source: str | Path,
     out_dir: str | Path,
@@ -122,10 +141,11 @@ def reconstruct_images(
 
     cfg = resolve_config(config)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     images = find_images(Path(source))
     if mask is not None and len(images) != 1:
         raise ValueError("--mask applies to a single image, not a folder")
+    check_paths(Path(source), images, out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     model = body_model(cfg.body_model, device)
     normal_net, implicit_net = load_networks(cfg, device)
