@@ -100,7 +100,7 @@ def run(
                 )
             else:
                 result = pipeline.process_video(source, out, cfg, runner_cfg, batch_size, overwrite=overwrite)
-        except (VideoError, pipeline.RunStoreMismatchError) as e:
+        except (VideoError, pipeline.RunStoreMismatchError, pipeline.PathEscapeError, pipeline.RunStoreBusyError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(1) from e
         finally:
