@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flows.config import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE, ConfigError, load_config
+from tests.reliability import _inputs_media as media
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,9 @@ def test_bad_yaml_files_name_the_problem(tmp_path, reliability_row):
         with pytest.raises(ConfigError, match=expected.replace(".", r"\.")) as err:
             load_config(path)
         assert name in str(err.value)
-        seen.append(f"{name}: {str(err.value).splitlines()[-1].strip()[:70]}")
+        lines = [line.strip() for line in str(err.value).splitlines()]
+        detail = lines[1] if len(lines) > 1 and not lines[0].startswith("cannot parse") else lines[0]
+        seen.append(media.short_error(ValueError(detail))[len("ValueError: ") :][:90])
     reliability_row("config: bad YAML files (typo, type, not a mapping, syntax)", "ConfigError naming file and key",
                     "; ".join(seen))  # fmt: skip
 
