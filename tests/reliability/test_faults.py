@@ -237,6 +237,7 @@ def test_prefect_server_restarted(clip, cfg, tmp_path, monkeypatch, reliability_
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui"]
+    args.append("--no-services")  # the API alone: starts faster, and a run needs nothing else
     server = _spawn(args, env, home / "server1.log")
     restarted = None
     driver = None
