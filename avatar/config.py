@@ -24,6 +24,12 @@ class AvatarConfig(BaseModel):
     visibility_floor: float = Field(
         0.1, ge=0.0, le=1.0, description="Weight of a point never seen by the camera, relative to a visible one."
     )
+    pose_smoothing_s: float = Field(
+        0.2,
+        ge=0.0,
+        description="Time scale (s) of the temporal smoothing of the fitted body poses into the poses the avatar holds "
+        "in its training frames (avatar.poses.refine_frame_poses; needs the frames' times); 0 holds the fitted poses.",
+    )
     # --- skinning networks
     skin_frequencies: int = Field(4, ge=0, description="Positional-encoding frequencies of the skinning nets.")
     skin_width: int = Field(128, ge=8, description="Hidden width of the skinning nets.")

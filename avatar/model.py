@@ -11,13 +11,16 @@ import torch
 from avatar.config import AvatarConfig
 from avatar.lbs import global_joint_transforms, pose_features, skinning_transforms
 from avatar.networks import PoseConditionedSDF, SkinningNet
+from avatar.poses import FramePoses
 
 __all__ = ["Avatar", "build_networks", "load_avatar", "save_avatar"]
 
 FORMAT = "avatarize.avatar"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-training-frame poses (held and fitted); version 1 files load with none
 _TENSORS = ("betas", "rest_joints", "canonical_pose", "center", "vertices", "faces", "skin_weights",
             "reference_features", "bounds")  # fmt: skip
+_POSE_SETS = ("frame_poses", "fitted_poses")
+_POSE_FIELDS = ("global_orient", "body_pose", "transl")
 
 
 @dataclass
@@ -40,6 +43,9 @@ class Avatar:
         reference_features: (23, 6) pose features the canonical mesh was extracted at.
         bounds: (2, 3) canonical box (metres) the surface is extracted in.
         history: training curves, loss name -> one value per logged step.
+        frame_poses: the pose the avatar holds in each training frame (T frames, in training order): the fitted
+            pose refined by ``avatar.poses.refine_frame_poses`` (equal to ``fitted_poses`` when refinement is off).
+        fitted_poses: the body fits the avatar was trained from (T frames).
     """
 
     config: AvatarConfig
@@ -57,6 +63,8 @@ class Avatar:
     reference_features: torch.Tensor
     bounds: torch.Tensor
     history: dict[str, list[float]] = field(default_factory=dict)
+    frame_poses: FramePoses = field(default_factory=FramePoses.empty)
+    fitted_poses: FramePoses = field(default_factory=FramePoses.empty)
 
     @property
     def device(self) -> torch.device:
@@ -101,6 +109,8 @@ class Avatar:
             getattr(self, name).to(device)
         for name in _TENSORS:
             setattr(self, name, getattr(self, name).to(device))
+        for name in _POSE_SETS:
+            setattr(self, name, getattr(self, name).to(device))
         return self
 
 
@@ -119,6 +129,9 @@ def save_avatar(avatar: Avatar, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"data.{k}": getattr(avatar, k).detach().cpu().contiguous() for k in _TENSORS}
+    for s in _POSE_SETS:
+        for k in _POSE_FIELDS:
+            tensors[f"{s}.{k}"] = getattr(getattr(avatar, s), k).detach().cpu().float().contiguous()
     for name in ("inverse_net", "forward_net", "sdf_net"):
         for k, v in getattr(avatar, name).state_dict().items():
             tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
@@ -158,5 +171,10 @@ def load_avatar(directory: str | Path, device: str | torch.device = "cpu") -> Av
         net.eval()
     data = {k: tensors[f"data.{k}"] for k in _TENSORS}
     history = {str(k): [float(x) for x in v] for k, v in meta.get("history", {}).items()}
-    avatar = Avatar(config, *nets, scale=float(meta["scale"]), history=history, **data)
+    poses = {
+        s: FramePoses(*(tensors[f"{s}.{k}"] for k in _POSE_FIELDS)) if f"{s}.global_orient" in tensors
+        else FramePoses.empty()
+        for s in _POSE_SETS
+    }  # fmt: skip
+    avatar = Avatar(config, *nets, scale=float(meta["scale"]), history=history, **data, **poses)
     return avatar.to(device)

@@ -28,6 +28,7 @@ from avatar.lbs import (
     skinning_transforms,
 )
 from avatar.model import Avatar, build_networks
+from avatar.poses import FramePoses, pose_change, refine_frame_poses
 from body.model import SMPL_PARENTS, BodyModel
 
 __all__ = [
@@ -514,6 +515,26 @@ def extract_canonical_mesh(
     return torch.from_numpy(verts).to(device), torch.from_numpy(faces).to(device)
 
 
+def _frame_poses(model: BodyModel, fits: PoseSequence, t: int, config: AvatarConfig, frame_times, frame_weights):
+    """The fitted poses (T frames) and the poses the avatar holds in those frames (refined when configured)."""
+    fitted = FramePoses(_tensor(fits.global_orient, "cpu"), _tensor(fits.body_pose, "cpu"), _tensor(fits.transl, "cpu"))
+    if len(fitted) != t:
+        raise ValueError(f"fits have {len(fitted)} frames but {t} meshes were given")
+    if frame_times is not None:
+        frame_times = _tensor(frame_times, "cpu", torch.float64).reshape(-1)
+        if frame_times.shape != (t,) or not torch.isfinite(frame_times).all():
+            raise ValueError(f"frame_times must be (T,) = ({t},) finite seconds, got {tuple(frame_times.shape)}")
+    weights = None if frame_weights is None else _tensor(frame_weights, "cpu").reshape(-1)
+    betas = _mean_betas(fits.betas, model)[0].cpu()
+    held = refine_frame_poses(model, betas, fitted, frame_times, config.pose_smoothing_s, weights)
+    if frame_times is not None and config.pose_smoothing_s > 0 and t >= 3:
+        change = pose_change(fitted, held)
+        logger.info("per-frame poses smoothed over %.2f s: joint rotations change by %.1f deg on average (max %.1f), "
+                    "root by %.1f deg / %.1f cm", config.pose_smoothing_s, change["joint_deg"].mean(),
+                    change["joint_deg"].max(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
+    return fitted, held
+
+
 def _canonical_vertex_weights(avatar: Avatar, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
     """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
     return torch.cat([avatar.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
@@ -529,6 +550,7 @@ def train_avatar(
     progress: ProgressFn | None = None,
     checkpoint_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    frame_times: torch.Tensor | np.ndarray | Sequence[float] | None = None,
 ) -> Avatar:
     """Train a SCANimate avatar from per-frame clothed meshes and their body fits.
 
@@ -544,9 +566,13 @@ def train_avatar(
         progress: called as ``progress(stage, step, total, losses)`` every 25 steps.
         checkpoint_dir: if given, checkpoints go there and an existing checkpoint is resumed (same data and config).
         device: training device (default: the body model's).
+        frame_times: (T,) time of each frame in seconds, for the temporal pose smoothing
+            (``config.pose_smoothing_s``); without times the avatar holds the fitted poses unchanged.
 
     Returns:
-        The trained :class:`Avatar` on ``device``.
+        The trained :class:`Avatar` on ``device``; ``avatar.fitted_poses`` are the input fits (the frames are
+        canonicalised with them: each reconstruction was made around its fitted body), ``avatar.frame_poses`` the
+        poses the avatar holds in the training frames (the fits smoothed in time, see ``avatar.poses``).
     """
     config = config or AvatarConfig()
     if len(frames) == 0:
@@ -554,6 +580,7 @@ def train_avatar(
     device = torch.device(device) if device is not None else model.device
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
+    fitted, held = _frame_poses(model, fits, len(frames), config, frame_times, frame_weights)
     samples = sample_training_frames(model, frames, fits, config.samples_per_frame, frame_weights, point_confidence,
                                      config.visibility_floor, config.seed, device)  # fmt: skip
     tr = _Trainer(model, samples, fits, config, device, progress, checkpoint_dir)
@@ -581,7 +608,7 @@ def train_avatar(
         rest_joints=tr.rest_joints, canonical_pose=tr.canonical_pose[0], center=tr.center, scale=tr.scale,
         vertices=torch.zeros(0, 3, device=device), faces=torch.zeros(0, 3, dtype=torch.long, device=device),
         skin_weights=torch.zeros(0, NUM_JOINTS, device=device), reference_features=reference, bounds=tr.bounds,
-        history=tr.history,
+        history=tr.history, frame_poses=held.to(device), fitted_poses=fitted.to(device),
     )  # fmt: skip
     if progress is not None:
         progress("extract", 0, 1, {})

@@ -4,13 +4,16 @@ For a pipeline run on ``assets/demo.mp4`` (``avatarize demo --out OUT``), compar
 each stored frame (regenerated with ``icon.synth.sequence`` from ``assets/demo_truth.npz``):
 
 (a) the frame's own reconstruction (store mesh),
-(b) the trained avatar posed into that frame's refined-fit pose (``repose_fast``),
-(c) the naked fitted body.
+(b) the trained avatar in the pose it holds for that frame (``avatar.frame_poses``: the fitted pose smoothed in time,
+    its root re-anchored on the fitted body; see avatar/poses.py), posed with ``repose_fast`` -- the criterion,
+(c) the avatar in the pipeline's refined-fit pose itself,
+(d) the naked fitted body.
 
 Reconstructions, avatar and fits live in the weak-perspective crop camera space; the ground truth lives in the
 perspective camera space of the clip. Per frame, one similarity transform (Umeyama: scale, rotation, translation) maps
 the fitted body's vertices onto the ground-truth body's vertices (same topology) and is applied to (a), (b) and (c)
-alike; the Chamfer is also reported with a scale + translation only alignment (no rotation).
+alike; the Chamfer is also reported with a scale + translation only alignment (no rotation). The GT -> surface
+distance is also split into GT points the clip's camera saw and those it did not (the back side).
 
 Then 3 unseen poses (``bench/avatar.py``'s ``unseen_poses``): the avatar is posed into each, aligned by the Umeyama
 transform between its own body (avatar betas, same pose) and the ground-truth body, and its Chamfer is compared with
@@ -42,7 +45,10 @@ from avatar.repose import repose_fast  # noqa: E402
 from body import BodyModel, Motion  # noqa: E402
 from flows.avatar_flow import avatar_dir_for  # noqa: E402
 from flows.store import open_run  # noqa: E402
-from geometry.metrics import reconstruction_metrics  # noqa: E402
+from geometry.cameras import PerspectiveCamera  # noqa: E402
+from geometry.metrics import reconstruction_metrics, sample_surface  # noqa: E402
+from geometry.queries import closest_points  # noqa: E402
+from geometry.render import point_visibility  # noqa: E402
 from geometry.surface import extract_surface  # noqa: E402
 from icon.synth.garments import ClothedField  # noqa: E402
 from icon.synth.sequence import ClothedPerson, make_person, turn_and_wave_motion  # noqa: E402
@@ -161,6 +167,32 @@ def avatar_at_true_pose(
             "rot_deg": rotation_deg(sim[1])}  # fmt: skip
 
 
+def side_distances(v_gt, f_gt, meshes: dict, camera, n: int) -> dict[str, tuple[float, float]]:
+    """GT -> surface distance (cm) at GT samples the clip's camera saw and at those it did not (the back side)."""
+    s = sample_surface(v_gt[None], f_gt, n, seed=1)
+    probe = s.points + 2e-3 * s.normals
+    seen = point_visibility(v_gt[None], f_gt, camera, probe)[0]
+    out = {}
+    for key, (v, f) in meshes.items():
+        d = closest_points(v[None].float(), f, s.points, sign_method="none", normals=False).distance[0] * 100
+        out[key] = (float(d[seen].mean()), float(d[~seen].mean()))
+    return out
+
+
+def held_poses(avatar, avatar_dir: Path, frames: list[int]) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The poses the avatar holds in the store frames ``frames`` (from its training order in training.json)."""
+    poses = avatar.frame_poses
+    if len(poses) == 0:
+        return None, "the avatar stores no per-frame poses (saved before format 2)"
+    info_path = avatar_dir / "training.json"
+    order = json.loads(info_path.read_text())["frames"] if info_path.is_file() else list(range(len(poses)))
+    if len(order) != len(poses) or any(t not in order for t in frames):
+        return None, f"the avatar's training frames {order} do not cover the store frames {frames}"
+    idx = [order.index(t) for t in frames]
+    return {n: getattr(poses, n)[idx].detach().cpu().numpy().astype(np.float32)
+            for n in ("global_orient", "body_pose", "transl")}, ""  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="run store of the demo clip (OUT/demo.zarr)")
@@ -180,6 +212,9 @@ def main() -> None:
     model = BodyModel(store.attrs.config.get("body_model"))
     truth = Truth(model, args.truth, args.grid or None)
     d = truth.d
+    gt_camera = PerspectiveCamera(focal=torch.tensor([float(d["focal"])]), cx=torch.tensor([float(d["width"]) / 2]),
+                                  cy=torch.tensor([float(d["height"]) / 2]), width=int(d["width"]),
+                                  height=int(d["height"]))  # fmt: skip
 
     frames = store.mesh_frames()
     refined, init = store.read_fit("refined", frames), store.read_fit("init", frames)
@@ -193,10 +228,18 @@ def main() -> None:
         print(f"note: frames {[t for t, k in zip(frames, ok, strict=True) if not k]} have no refined fit; using init")
     with torch.no_grad():
         fitted_body = model(**{n: torch.as_tensor(fit[n]) for n in names}).vertices.double().numpy()
-    motion = Motion(fps=float(store.attrs.fps), global_orient=fit["global_orient"], body_pose=fit["body_pose"],
-                    transl=fit["transl"])  # fmt: skip
-    posed_avatar = repose_fast(avatar, motion).cpu()
-    faces_body = model.faces.cpu().long()
+    fps = float(store.attrs.fps)
+    posed_fit = repose_fast(avatar, Motion(fps=fps, global_orient=fit["global_orient"], body_pose=fit["body_pose"],
+                                           transl=fit["transl"])).cpu()  # fmt: skip
+    held, why = held_poses(avatar, avatar_dir, frames)
+    if held is None:
+        print(f"note: {why}; the avatar holds the fitted poses")
+        held = {n: fit[n] for n in ("global_orient", "body_pose", "transl")}
+    posed_held = repose_fast(avatar, Motion(fps=fps, **held)).cpu()
+    betas_av = avatar.betas.detach().cpu()[None].expand(len(frames), -1).to(model.dtype)
+    with torch.no_grad():
+        held_body = model(betas=betas_av, **{n: torch.as_tensor(v) for n, v in held.items()}).vertices.double().numpy()
+    faces_body, faces_av = model.faces.cpu().long(), avatar.faces.cpu().long()
     print(f"store {args.store}: {len(frames)} frames with a mesh; avatar {avatar_dir} ({len(avatar.vertices)} verts); "
           f"GT grid {truth.grid}; outfit {', '.join(g.family for g in truth.person.garments)}")  # fmt: skip
 
@@ -206,51 +249,82 @@ def main() -> None:
         go, bp, tr = d["global_orient"][i], d["body_pose"][i], d["transl"][i]
         v_gt, f_gt = truth.clothed(go, bp, tr)
         body_gt = truth.body(go, bp, tr)
+        # The one alignment of this frame: the pipeline's fitted body onto the GT body (applied to every mesh).
         sim = umeyama(fitted_body[k], body_gt)
         sim_nr = umeyama(fitted_body[k], body_gt, rotation=False)
-        body_res = float(np.linalg.norm(apply(sim, fitted_body[k]).double().numpy() - body_gt, axis=1).mean() * 100)
         mesh = store.read_mesh(t)
-        rec_v, rec_f = (
-            torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32),
-            torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
-        )
-        row = {"t": t, "source_frame": i, "scale": sim[0], "rot_deg": rotation_deg(sim[1]), "body_v2v_cm": body_res}
-        for key, (v, f) in {"rec": (rec_v, rec_f), "avatar": (posed_avatar[k], avatar.faces.cpu().long()),
-                            "body": (torch.from_numpy(fitted_body[k]).float(), faces_body)}.items():  # fmt: skip
+        rec_v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+        rec_f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+        row = {"t": t, "source_frame": i, "scale": sim[0], "rot_deg": rotation_deg(sim[1])}
+        for key, body in (("fit", fitted_body[k]), ("held", held_body[k])):
+            row[f"body_v2v_{key}_cm"] = float(np.linalg.norm(apply(sim, body).double().numpy() - body_gt, axis=1)
+                                              .mean() * 100)  # fmt: skip
+        meshes = {
+            "rec": (rec_v, rec_f),
+            "avatar_fit": (posed_fit[k], faces_av),
+            "avatar_held": (posed_held[k], faces_av),
+            "body": (torch.from_numpy(fitted_body[k]).float(), faces_body),
+        }
+        for key, (v, f) in meshes.items():
             row[f"{key}_chamfer"], row[f"{key}_p2s"] = metrics(apply(sim, v), f, v_gt, f_gt, args.samples)
             if key != "body":
                 row[f"{key}_chamfer_norot"], _ = metrics(apply(sim_nr, v), f, v_gt, f_gt, args.samples)
+        sides = side_distances(v_gt, f_gt, {key: (apply(sim, v), f) for key, (v, f) in meshes.items() if key != "body"},
+                               gt_camera, args.samples)  # fmt: skip
+        for key, (seen, unseen) in sides.items():
+            row[f"{key}_gt2s_seen"], row[f"{key}_gt2s_unseen"] = seen, unseen
         at_true = avatar_at_true_pose(avatar, model, truth, go, bp, tr, fit["transl"][k], v_gt, f_gt, args.samples)
         row["avatar_truepose_chamfer"] = at_true["avatar_chamfer"]
         rows.append(row)
-        print(f"  frame t={t} (source {i}): rec {row['rec_chamfer']:.2f} avatar {row['avatar_chamfer']:.2f} "
-              f"body {row['body_chamfer']:.2f} cm ({time.perf_counter() - t_start:.0f} s)", flush=True)  # fmt: skip
+        print(f"  frame t={t} (source {i}): rec {row['rec_chamfer']:.2f} avatar@held {row['avatar_held_chamfer']:.2f} "
+              f"avatar@fit {row['avatar_fit_chamfer']:.2f} body {row['body_chamfer']:.2f} cm "
+              f"({time.perf_counter() - t_start:.0f} s)", flush=True)  # fmt: skip
 
     print(
-        "\n| t | src | align s / rot° | body v2v | rec Ch / P2S | avatar Ch / P2S | naked Ch / P2S | "
-        "rec / avatar Ch (no rot) | avatar @ true pose Ch |"
+        "\nChamfer / P2S in cm against the GT clothed mesh; every mesh of a frame is mapped by the same similarity "
+        "(Umeyama: the pipeline's fitted body onto the GT body). avatar@held = the avatar in the pose it holds for the "
+        "frame (fitted pose smoothed in time, root re-anchored on the fitted body); avatar@fit = the avatar in the "
+        "pipeline's fitted pose; body v2v = that pose's naked body vs the GT body (same alignment).\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['t']} | {r['source_frame']} | {r['scale']:.3f} / {r['rot_deg']:.1f} | {r['body_v2v_cm']:.2f} | "
-            f"{r['rec_chamfer']:.2f} / {r['rec_p2s']:.2f} | {r['avatar_chamfer']:.2f} / {r['avatar_p2s']:.2f} | "
-            f"{r['body_chamfer']:.2f} / {r['body_p2s']:.2f} | "
-            f"{r['rec_chamfer_norot']:.2f} / {r['avatar_chamfer_norot']:.2f} | {r['avatar_truepose_chamfer']:.2f} |"
+    print("| t | src | align s / rot° | body v2v fit / held | rec Ch / P2S | avatar@held Ch / P2S | "
+          "avatar@fit Ch / P2S | naked Ch / P2S | no rot: rec / held / fit | avatar @ true pose Ch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def line(r: dict, bold: bool = False) -> str:
+        b = "**" if bold else ""
+        return (
+            f"| {r['scale']:.3f} / {r['rot_deg']:.1f} | {r['body_v2v_fit_cm']:.2f} / {r['body_v2v_held_cm']:.2f} | "
+            f"{b}{r['rec_chamfer']:.2f}{b} / {r['rec_p2s']:.2f} | {b}{r['avatar_held_chamfer']:.2f}{b} / "
+            f"{r['avatar_held_p2s']:.2f} | {r['avatar_fit_chamfer']:.2f} / {r['avatar_fit_p2s']:.2f} | "
+            f"{r['body_chamfer']:.2f} / {r['body_p2s']:.2f} | {r['rec_chamfer_norot']:.2f} / "
+            f"{r['avatar_held_chamfer_norot']:.2f} / {r['avatar_fit_chamfer_norot']:.2f} | "
+            f"{r['avatar_truepose_chamfer']:.2f} |"
         )
+
+    for r in rows:
+        print(f"| {r['t']} | {r['source_frame']} " + line(r))
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("t", "source_frame")}
-    print(f"| **mean** | | {mean['scale']:.3f} / {mean['rot_deg']:.1f} | {mean['body_v2v_cm']:.2f} | "
-          f"**{mean['rec_chamfer']:.2f}** / {mean['rec_p2s']:.2f} | **{mean['avatar_chamfer']:.2f}** / "
-          f"{mean['avatar_p2s']:.2f} | {mean['body_chamfer']:.2f} / {mean['body_p2s']:.2f} | "
-          f"{mean['rec_chamfer_norot']:.2f} / {mean['avatar_chamfer_norot']:.2f} | "
-          f"{mean['avatar_truepose_chamfer']:.2f} |")  # fmt: skip
-    avatar_wins = mean["avatar_chamfer"] < mean["rec_chamfer"]
-    n_wins = sum(r["avatar_chamfer"] < r["rec_chamfer"] for r in rows)
-    print(f"\navatar closer than the frame's own reconstruction on average (Chamfer, similarity-aligned): "
-          f"{'YES' if avatar_wins else 'NO'} ({mean['avatar_chamfer']:.2f} vs {mean['rec_chamfer']:.2f} cm; "
-          f"per frame {n_wins}/{len(rows)}); without rotation: "
-          f"{'YES' if mean['avatar_chamfer_norot'] < mean['rec_chamfer_norot'] else 'NO'} "
-          f"({mean['avatar_chamfer_norot']:.2f} vs {mean['rec_chamfer_norot']:.2f} cm)")  # fmt: skip
+    print("| **mean** | " + line(mean, bold=True))
+
+    print("\nGT -> surface (cm) at GT points the camera saw / did not see (back side), mean over frames:")
+    print("| | seen | unseen (back) |\n|---|---|---|")
+    for key, label in (("rec", "frame's reconstruction"), ("avatar_held", "avatar@held"), ("avatar_fit", "avatar@fit")):
+        print(f"| {label} | {mean[f'{key}_gt2s_seen']:.2f} | {mean[f'{key}_gt2s_unseen']:.2f} |")
+    back_wins = sum(r["avatar_held_gt2s_unseen"] < r["rec_gt2s_unseen"] for r in rows)
+    print(f"avatar@held closer than the reconstruction on the unseen side in {back_wins}/{len(rows)} frames")
+
+    verdict = {}
+    for key, label in (("avatar_held", "avatar in its held pose"), ("avatar_fit", "avatar in the fitted pose")):
+        wins = sum(r[f"{key}_chamfer"] < r["rec_chamfer"] for r in rows)
+        better = mean[f"{key}_chamfer"] < mean["rec_chamfer"]
+        verdict[key] = {"better": bool(better), "frames_better": int(wins)}
+        print(f"{label}: {mean[f'{key}_chamfer']:.2f} vs reconstruction {mean['rec_chamfer']:.2f} cm Chamfer "
+              f"({'better' if better else 'NOT better'}, per frame {wins}/{len(rows)}); without rotation "
+              f"{mean[f'{key}_chamfer_norot']:.2f} vs {mean['rec_chamfer_norot']:.2f} cm")  # fmt: skip
+    avatar_wins = verdict["avatar_held"]["better"]
+    print(f"\ncriterion (the avatar posed into each training frame's pose = the pose it holds for that frame) closer "
+          f"than the frame's own reconstruction on average: {'YES' if avatar_wins else 'NO'} "
+          f"({mean['avatar_held_chamfer']:.2f} vs {mean['rec_chamfer']:.2f} cm)")  # fmt: skip
 
     # Unseen poses: the avatar posed in its own (crop camera) space at the mean fitted translation, aligned by its body.
     unseen = {}
@@ -259,15 +333,17 @@ def main() -> None:
         unseen[name] = avatar_at_true_pose(avatar, model, truth, UNSEEN_ORIENT, bp, d["transl"][0],
                                            fit["transl"].mean(0), v_gt, f_gt, args.samples)  # fmt: skip
     unseen_mean = float(np.mean([u["avatar_chamfer"] for u in unseen.values()]))
-    ratio = unseen_mean / mean["avatar_chamfer"]
+    ratio = unseen_mean / mean["avatar_held_chamfer"]
+    ratio_fit = unseen_mean / mean["avatar_fit_chamfer"]
     ratio_true = unseen_mean / mean["avatar_truepose_chamfer"]
     print("\n| unseen pose | avatar Ch / P2S | naked (avatar betas) Ch | align s / rot° |\n|---|---|---|---|")
     for name, u in unseen.items():
         print(f"| {name} | {u['avatar_chamfer']:.2f} / {u['avatar_p2s']:.2f} | {u['body_chamfer']:.2f} | "
               f"{u['scale']:.3f} / {u['rot_deg']:.1f} |")  # fmt: skip
     print(
-        f"\nunseen-pose mean Chamfer {unseen_mean:.2f} cm; training-pose mean {mean['avatar_chamfer']:.2f} cm; "
-        f"ratio {ratio:.2f} ({'within' if ratio <= 1.5 else 'NOT within'} 1.5x)"
+        f"\nunseen-pose mean Chamfer {unseen_mean:.2f} cm; training-pose mean (held) {mean['avatar_held_chamfer']:.2f} "
+        f"cm: ratio {ratio:.2f} ({'within' if ratio <= 1.5 else 'NOT within'} 1.5x); vs the fitted poses "
+        f"{mean['avatar_fit_chamfer']:.2f} cm: ratio {ratio_fit:.2f}"
     )
     print(
         f"like for like (training frames also posed at their TRUE pose, body-aligned): training mean "
@@ -280,9 +356,9 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "store": str(args.store), "avatar": str(avatar_dir), "gt_grid": truth.grid, "samples": args.samples,
-            "frames": rows, "mean": mean, "avatar_beats_reconstruction": bool(avatar_wins),
-            "unseen": unseen, "unseen_mean_chamfer": unseen_mean, "unseen_over_train": ratio,
-            "unseen_over_train_truepose": ratio_true,
+            "frames": rows, "mean": mean, "criterion_pose": "held", "avatar_beats_reconstruction": bool(avatar_wins),
+            "verdict": verdict, "unseen": unseen, "unseen_mean_chamfer": unseen_mean, "unseen_over_train": ratio,
+            "unseen_over_train_fitted_pose": ratio_fit, "unseen_over_train_truepose": ratio_true,
         }, indent=2))  # fmt: skip
         print(f"wrote {args.json}")
 

@@ -75,6 +75,8 @@ class StoreTrainingData:
         image_size: side S (px) of the crops the cameras project to.
         frame_weights: (T,) per-frame quality in [QUALITY_FLOOR, 1] (see :func:`frame_quality_weights`).
         final_losses: (T,) last finite refinement loss per frame (NaN where none was recorded).
+        times: (T,) frame times in seconds (the stored timestamps, else source frame index / fps), for the temporal
+            smoothing of the poses the avatar holds.
     """
 
     frames: list[int]
@@ -85,6 +87,7 @@ class StoreTrainingData:
     image_size: int
     frame_weights: torch.Tensor
     final_losses: np.ndarray
+    times: np.ndarray
 
 
 @dataclass
@@ -242,6 +245,10 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     fit = {n: torch.stack([getattr(f, n)[i] for f, i in rows]) for n in names}
     keep = [candidates.index(t) for t in frames]
     weights, last = frame_quality_weights(store.read_loss(candidates)[keep])
+    times = store.read_frames(frames).timestamp.astype(np.float64)
+    if not np.isfinite(times).all():  # no timestamps written: the sampled source frame over the frame rate
+        fps = float(store.attrs.fps) if store.attrs.fps else 1.0
+        times = np.asarray([store.attrs.frame_indices[t] for t in frames], np.float64) / fps
     meshes = []
     for t in frames:
         m = store.read_mesh(t)
@@ -258,6 +265,7 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
         image_size=store.image_size,
         frame_weights=torch.from_numpy(weights),
         final_losses=last,
+        times=times,
     )
 
 
@@ -279,6 +287,7 @@ def _training_fingerprint(store: RunStore, data: StoreTrainingData, config: Avat
         digest.update(v.numpy().tobytes())
         digest.update(f.numpy().tobytes())
     digest.update(data.cameras.numpy().tobytes())
+    digest.update(np.asarray(data.times, np.float64).tobytes())
     return {
         "store": str(store.path.resolve()),
         "source_sha256": store.attrs.source_sha256,
@@ -372,6 +381,7 @@ def train_avatar_from_store(
         The avatar folder (read it with ``avatar.model.load_avatar``).
     """
     from avatar.model import save_avatar
+    from avatar.poses import pose_change
     from avatar.train import train_avatar
     from flows.pipeline import body_model
     from flows.runners import resolve_device
@@ -416,10 +426,13 @@ def train_avatar_from_store(
     t1 = time.perf_counter()
     avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
                           point_confidence=visibility, progress=progress, checkpoint_dir=checkpoints,
-                          device=device)  # fmt: skip
+                          device=device, frame_times=data.times)  # fmt: skip
     t_train = time.perf_counter() - t1
     avatar.history = _merge_history(prior, avatar.history)
     save_avatar(avatar, avatar_dir)
+    change = pose_change(avatar.fitted_poses, avatar.frame_poses)
+    logger.info("avatar: held poses differ from the fits by %.1f deg per joint, %.1f deg root, %.1f cm on average",
+                change["joint_deg"].mean(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
     info = {
         "store": str(store_path.resolve()),
         "frames": data.frames,
@@ -428,6 +441,9 @@ def train_avatar_from_store(
         "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
         "body_model": body_model_path,
         "device": str(device),
+        "frame_times": [round(float(x), 4) for x in data.times],
+        "pose_smoothing_s": config.pose_smoothing_s,
+        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
         "canonical_vertices": int(avatar.vertices.shape[0]),
         "canonical_faces": int(avatar.faces.shape[0]),
         "seconds": {"read": round(t_read, 2), "train": round(t_train, 2)},
@@ -680,6 +696,7 @@ def _curve_table(history: dict[str, list[float]], points: int = _CURVE_TABLE_POI
 
 
 def _avatar_markdown(result: AvatarFlowResult, history: dict[str, list[float]], info: dict) -> str:
+    joint_deg = info.get("pose_change", {}).get("joint_deg", [])
     lines = [
         f"# Avatar `{result.avatar_dir.name}`",
         "",
@@ -689,6 +706,8 @@ def _avatar_markdown(result: AvatarFlowResult, history: dict[str, list[float]], 
         f"| avatar | `{result.avatar_dir}` |",
         f"| frames | {len(info.get('frames', []))} ({', '.join(str(t) for t in info.get('frames', []))}) |",
         f"| frame weights | {', '.join(f'{w:.2f}' for w in info.get('frame_weights', []))} |",
+        f"| held poses vs fits (deg/joint) | {', '.join(f'{x:.1f}' for x in joint_deg)} "
+        f"(smoothed over {info.get('pose_smoothing_s', 0.0)} s) |",
         f"| canonical mesh | {info.get('canonical_vertices', '?')} vertices |",
         f"| training curves | `{result.curves_png or '(none)'}` |",
         f"| wall time | {result.seconds.get('total', 0.0):.1f} s |",

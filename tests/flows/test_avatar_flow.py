@@ -113,6 +113,8 @@ def test_load_training_data_falls_back_to_init_fits(store_path):
     u = data.cameras[0, 1] + data.cameras[0, 0] * v[:, 0]
     row = data.cameras[0, 2] - data.cameras[0, 0] * v[:, 1]
     assert 0 < float(u.min()) and float(u.max()) < CROP and 0 < float(row.min()) and float(row.max()) < CROP
+    # no timestamps in this store: frame times are the source frame indices over the fps
+    np.testing.assert_allclose(data.times, np.arange(N_FRAMES) / 10.0)
 
 
 def test_too_few_frames_is_a_clear_error(tmp_path, tiny_avatar_config):
@@ -134,6 +136,13 @@ def test_train_writes_avatar_and_store(store_path, avatar_dir):
     av = load_avatar(avatar_dir)
     info = json.loads((avatar_dir / "training.json").read_text())
     assert info["frames"] == list(range(N_FRAMES)) and info["canonical_vertices"] == len(av.vertices)
+    # the poses the avatar holds per training frame: the fits smoothed over pose_smoothing_s, recorded with the change
+    data = load_training_data(open_run(store_path))
+    torch.testing.assert_close(av.fitted_poses.body_pose, data.fits.body_pose.float())
+    assert len(av.frame_poses) == N_FRAMES and info["frame_times"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert info["pose_smoothing_s"] == AvatarConfig.fast().pose_smoothing_s > 0
+    joint_deg = info["pose_change"]["joint_deg"]
+    assert len(joint_deg) == N_FRAMES and 0 < max(joint_deg) < 30
     store = open_run(store_path)
     mesh = store.read_avatar_mesh()
     np.testing.assert_allclose(np.asarray(mesh.vertices), av.vertices.numpy(), atol=1e-6)
