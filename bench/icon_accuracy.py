@@ -1,8 +1,10 @@
 """Accuracy of per-frame ICON on held-out synthetic clothed people (ground truth known).
 
 For each held-out subject: the *initial body fit* is the generator's perturbed fit (fit error simulated with the
-generator's noise levels), the *refined body* comes from the SMPL feedback loop driven by the shipped normal net, and
-the *reconstruction* is the full ICON output (refinement + implicit surface). Each is compared with the ground-truth
+generator's noise levels), the *refined body* comes from the SMPL feedback loop driven by the shipped normal net and,
+as in the pipeline, anchored by the MediaPipe keypoints that ``icon.person.PersonDetector`` finds in the subject's
+image (``--no-keypoints`` refines from normals and silhouette only), and the *reconstruction* is the full ICON output
+(refinement + implicit surface). Each is compared with the ground-truth
 clothed mesh: Chamfer and point-to-surface distance (cm) and normal consistency, as ICON reports.
 
 Usage: python bench/icon_accuracy.py --data out/synth_eval [--n 50] [--resolution 256] [--device cpu]
@@ -26,6 +28,7 @@ from geometry.metrics import reconstruction_metrics  # noqa: E402
 from icon.fit import BodyFit  # noqa: E402
 from icon.implicit import load_implicit_net  # noqa: E402
 from icon.normal_net import load_normal_net  # noqa: E402
+from icon.person import PersonDetector  # noqa: E402
 from icon.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
 from icon.refine import RefineConfig  # noqa: E402
 from icon.synth.shards import load_shard, shard_paths  # noqa: E402
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--implicit-net", type=Path, default=WEIGHTS / "implicit_net.safetensors")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, default=20000, help="surface samples per mesh for the metrics")
+    parser.add_argument("--no-keypoints", action="store_true", help="refine without the MediaPipe keypoints")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -72,7 +76,8 @@ def main() -> None:
     faces = model.faces
     rows: dict[str, list[tuple[float, float, float]]] = {"initial body fit": [], "refined body fit": [],
                                                          "reconstruction": []}  # fmt: skip
-    n_done, t0 = 0, time.perf_counter()
+    detector = None if args.no_keypoints else PersonDetector()
+    n_done, t0, n_keypoints = 0, time.perf_counter(), 0
     for shard in shard_paths(args.data):
         for sample in load_shard(shard, with_mesh=True):
             if n_done >= args.n:
@@ -80,9 +85,12 @@ def main() -> None:
             gt_v = torch.as_tensor(sample.vertices, device=device)
             gt_f = torch.as_tensor(sample.faces, device=device)
             fit = fit_from_sample(sample, device)
+            estimate = detector(np.ascontiguousarray(sample.rgb)) if detector is not None else None
+            keypoints = None if estimate is None else torch.as_tensor(estimate.keypoints[None], device=device)
+            n_keypoints += keypoints is not None
             rec = reconstruct(
                 model, torch.as_tensor(sample.rgb[None], device=device), torch.as_tensor(sample.mask[None],
-                device=device), fit, normal_net, implicit_net, cfg,
+                device=device), fit, normal_net, implicit_net, cfg, keypoints=keypoints,
             )  # fmt: skip
             candidates = {
                 "initial body fit": (body_mesh(model, fit), faces),
@@ -101,7 +109,8 @@ def main() -> None:
             break
     print()
     print(f"held-out synthetic subjects: {n_done}, grid {args.resolution}^3, refinement {args.iterations} steps, "
-          f"device {args.device}, {(time.perf_counter() - t0) / max(n_done, 1):.1f} s/subject")
+          f"device {args.device}, {(time.perf_counter() - t0) / max(n_done, 1):.1f} s/subject, "
+          f"MediaPipe keypoints on {n_keypoints}/{n_done} subjects")
     print(f"{'':<20} {'Chamfer cm':>11} {'P2S cm':>8} {'NC':>6}")
     means = {}
     for name, vals in rows.items():

@@ -230,6 +230,14 @@ def train_implicit_cmd(
         Path, typer.Option("--checkpoints", help="Checkpoint folder; an existing checkpoint is resumed.")
     ] = Path("out/checkpoints/implicit"),
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden widths, e.g. 512,256,128 (ICON).")] = "256,128,64",
+    refined: Annotated[
+        Path | None,
+        typer.Option("--refined", help="Refined fits + predicted normals of --data (scripts/refine_synth.py --out); "
+                     "train on those fits instead of the generator's perturbed ones (others dropped)."),
+    ] = None,
+    heldout_refined: Annotated[
+        Path | None, typer.Option("--heldout-refined", help="Likewise for --heldout.")
+    ] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Persons per step.")] = 8,
     points: Annotated[int, typer.Option("--points", min=1, help="Points per person per step.")] = 2048,
     cached_points: Annotated[int, typer.Option("--cached-points", min=1, help="Cached points per person.")] = 8000,
@@ -252,7 +260,7 @@ def train_implicit_cmd(
     from body.model import BodyModel
     from icon.implicit import ImplicitConfig
     from icon.synth.shards import SynthDataset
-    from icon.train_implicit import ImplicitTrainConfig, train_implicit
+    from icon.train_implicit import ImplicitTrainConfig, load_refined_fits, train_implicit, with_refined_fits
 
     try:
         net_config = ImplicitConfig(hidden=tuple(int(w) for w in hidden.split(",") if w.strip()))
@@ -268,6 +276,16 @@ def train_implicit_cmd(
     if heldout is not None:
         held_set = SynthDataset(_shard_paths(heldout, "--heldout"), with_mesh=True)
         held_items = [held_set[i] for i in range(len(held_set))]
+    try:
+        if refined is not None:
+            train_items = with_refined_fits(train_items, load_refined_fits(refined))
+            typer.echo(f"training on the refined fits of {len(train_items)} persons from {refined}")
+        if heldout_refined is not None and held_items is not None:
+            held_items = with_refined_fits(held_items, load_refined_fits(heldout_refined))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if not train_items:
+        raise typer.BadParameter(f"no training person has a refined fit in {refined}", param_hint="--refined")
     result = train_implicit(
         train_items, held_items, BodyModel(), config, net_config, out_path=out, checkpoint_dir=checkpoints,
         device=device, on_log=typer.echo,

@@ -9,6 +9,7 @@ Files are touched only through the explicit ``out_path`` / ``checkpoint_dir`` ar
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,8 @@ __all__ = [
     "OccupancyEval",
     "ReconstructionEval",
     "build_feature_cache",
+    "load_refined_fits",
+    "with_refined_fits",
     "sample_degraded_normals",
     "evaluate_occupancy",
     "evaluate_reconstructions",
@@ -82,6 +85,10 @@ class ImplicitTrainConfig(BaseModel):
     )
     blur_max_px: float = Field(2.0, ge=0, description="Degradation: largest Gaussian blur sigma (pixels at S).")
     noise_max: float = Field(0.15, ge=0, description="Degradation: largest per-pixel Gaussian noise std.")
+    predicted_normal_probability: float = Field(
+        0.5, ge=0, le=1, description="Share of the persons not seeing exact normals that see the normal net's own "
+        "predictions instead of synthetic degradation (only when the samples carry them: ``with_refined_fits``).",
+    )
     checkpoint_every: int = Field(250, ge=1, description="Steps between checkpoints (when a directory is given).")
     eval_every: int = Field(1000, ge=1, description="Steps between held-out occupancy evaluations.")
     reconstructions: int = Field(4, ge=0, description="Held-out persons reconstructed at the end for Chamfer/P2S.")
@@ -102,6 +109,8 @@ class FeatureCache:
         mask: (M, S, S, 1) float clothed silhouette (where the exact front normals are non-zero).
         image_size: S.
         seeds: (M,) sample seeds (-1 when unknown).
+        predicted_front, predicted_back: (M, S, S, 3) float16 clothed normals predicted by the normal net during the
+            refinement of the fits (``with_refined_fits``), or None.
     """
 
     sdf: torch.Tensor
@@ -116,6 +125,8 @@ class FeatureCache:
     mask: torch.Tensor
     image_size: int
     seeds: np.ndarray
+    predicted_front: torch.Tensor | None = None
+    predicted_back: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.sdf.shape[0])
@@ -136,6 +147,49 @@ class FeatureCache:
             return torch.gather(t, 1, idx)
 
         return BodyPointFeatures(take(self.sdf), take(self.normal), take(self.visibility), take(self.pixels))
+
+
+_REFINED_KEYS = ("betas", "global_orient", "body_pose", "transl", "normal_front", "normal_back")
+
+
+def load_refined_fits(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
+    """Per-seed refined fits and predicted normals written by ``scripts/refine_synth.py`` (``<seed>.npz`` files)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.npz"))
+    if not files:
+        raise ValueError(f"no refined fits (<seed>.npz) in {folder}; make them with scripts/refine_synth.py")
+    out = {}
+    for f in files:
+        if not f.stem.isdigit():
+            continue
+        with np.load(f, allow_pickle=False) as z:
+            missing = [k for k in _REFINED_KEYS if k not in z.files]
+            if missing:
+                raise ValueError(f"{f}: missing {missing}")
+            out[int(f.stem)] = {k: z[k] for k in _REFINED_KEYS}
+    return out
+
+
+def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.ndarray]]) -> list[Any]:
+    """Copies of the samples whose fit is the refined one, carrying the normals predicted for it.
+
+    Each returned sample has ``fit_betas/fit_global_orient/fit_body_pose/fit_transl`` from ``refined[seed]`` and two
+    extra attributes ``predicted_normal_front/back`` ((S, S, 3) float16), so ``build_feature_cache`` computes body
+    features from the fit the test-time pipeline would have and ``sample_degraded_normals`` can show the net real
+    predictions. Samples without a refined entry are dropped.
+    """
+    out = []
+    for s in samples:
+        r = refined.get(int(s.seed))
+        if r is None:
+            continue
+        c = copy.copy(s)
+        c.fit_betas, c.fit_global_orient = r["betas"], r["global_orient"]
+        c.fit_body_pose, c.fit_transl = r["body_pose"], r["transl"]
+        c.predicted_normal_front = r["normal_front"]
+        c.predicted_normal_back = r["normal_back"]
+        out.append(c)
+    return out
 
 
 def _fit_vertices(model, sample) -> torch.Tensor:
@@ -181,6 +235,7 @@ def build_feature_cache(
     parts: dict[str, list] = {k: [] for k in ("sdf", "normal", "visibility", "pixels", "occupancy")}
     maps: dict[str, list] = {k: [] for k in ("normal_front", "normal_back", "body_normal_front", "body_normal_back")}
     maps["mask"] = []
+    predicted: dict[str, list] = {"predicted_front": [], "predicted_back": []}
     seeds, size = [], None
     for i in range(len(samples)):
         s = samples[i]
@@ -210,11 +265,18 @@ def build_feature_cache(
         for k in ("normal_front", "normal_back", "body_normal_front", "body_normal_back"):
             maps[k].append(torch.from_numpy(np.asarray(getattr(s, k), np.float32)))
         maps["mask"].append((maps["normal_front"][-1].abs().sum(-1, keepdim=True) > 0).float())
+        if getattr(s, "predicted_normal_front", None) is not None:
+            predicted["predicted_front"].append(torch.as_tensor(np.asarray(s.predicted_normal_front, np.float16)))
+            predicted["predicted_back"].append(torch.as_tensor(np.asarray(s.predicted_normal_back, np.float16)))
         seeds.append(int(getattr(s, "seed", -1)))
         if on_sample is not None:
             on_sample(i)
     stacked = {k: torch.stack(v) for k, v in {**parts, **maps}.items()}
-    return FeatureCache(**stacked, image_size=int(size), seeds=np.asarray(seeds))
+    n_pred = len(predicted["predicted_front"])
+    if n_pred not in (0, len(seeds)):
+        raise ValueError(f"{n_pred} of {len(seeds)} samples carry predicted normals: all or none must")
+    extra = {k: torch.stack(v) for k, v in predicted.items()} if n_pred else {}
+    return FeatureCache(**stacked, **extra, image_size=int(size), seeds=np.asarray(seeds))
 
 
 # -------------------------------------------------------------------------------------------------------- degradation
@@ -231,10 +293,11 @@ def sample_degraded_normals(
     blurred, noisy and renormalised inside the exact silhouette; then visibility-blended like
     ``sample_clothed_normals``.
 
-    Each person keeps its exact normals with probability ``config.gt_normal_probability``; the others get a random
-    blend weight, blur sigma and noise level up to the configured maxima. The blur is a Monte-Carlo Gaussian (the
-    mean of ``blur_samples`` bilinear lookups at jittered pixels) and the noise is drawn per point: only the looked-up
-    pixels are touched, never whole maps, which keeps a training step cheap.
+    Each person keeps its exact normals with probability ``config.gt_normal_probability``; when the cache holds the
+    normal net's own predictions, the others see those with probability ``config.predicted_normal_probability``; the
+    rest get a random blend weight, blur sigma and noise level up to the configured maxima. The blur is a Monte-Carlo
+    Gaussian (the mean of ``blur_samples`` bilinear lookups at jittered pixels) and the noise is drawn per point: only
+    the looked-up pixels are touched, never whole maps, which keeps a training step cheap.
 
     Args:
         cache: Feature cache holding the maps.
@@ -256,12 +319,17 @@ def sample_degraded_normals(
     noise = torch.rand(b, generator=generator) * config.noise_max
     jitter = torch.randn(b, blur_samples, n, 2, generator=generator).to(pixels)
     eps = torch.randn(b, n, 2, 3, generator=generator).to(pixels)
+    predicted = torch.zeros(b, dtype=torch.bool)
+    if cache.predicted_front is not None:
+        predicted = ~exact & (torch.rand(b, generator=generator) < config.predicted_normal_probability)
     fronts, backs = [], []
     for i, j in enumerate(index.tolist()):
         px = pixels[i : i + 1]
-        if exact[i]:
-            fronts.append(sample_pixels(cache.normal_front[j : j + 1], px, image))
-            backs.append(sample_pixels(cache.normal_back[j : j + 1], px, image))
+        if exact[i] or predicted[i]:
+            front, back = ((cache.normal_front, cache.normal_back) if exact[i] else
+                           (cache.predicted_front, cache.predicted_back))  # fmt: skip
+            fronts.append(sample_pixels(front[j : j + 1].float(), px, image))
+            backs.append(sample_pixels(back[j : j + 1].float(), px, image))
             continue
         pj = (px[:, None] + float(sigma[i]) * jitter[i : i + 1]).reshape(1, -1, 2)
 

@@ -38,9 +38,11 @@ from icon.train_implicit import (  # noqa: E402
     ImplicitTrainConfig,
     build_feature_cache,
     evaluate_occupancy,
+    load_refined_fits,
     read_checkpoint_state,
     sample_degraded_normals,
     train_implicit,
+    with_refined_fits,
 )
 
 wp.config.quiet = True
@@ -350,6 +352,33 @@ class TestTraining:
                                            torch.Generator().manual_seed(0))  # fmt: skip
         assert degraded.norm(dim=-1).max() <= 1.0 + 1e-5
         assert not torch.allclose(degraded, full)
+
+    def test_refined_fits_replace_the_fit_and_feed_predicted_normals(self, body_model, tiny_sets, tmp_path):
+        train, _ = tiny_sets
+        s = train[0]
+        shifted = np.asarray(s.fit_transl, np.float32) + np.array([0.0, 0.0, 0.1], np.float32)
+        predicted = np.zeros((SIZE, SIZE, 3), np.float16)
+        predicted[..., 2] = 1.0  # a constant "predicted" normal map, unlike the exact sphere normals
+        np.savez(tmp_path / f"{s.seed}.npz", betas=s.fit_betas, global_orient=s.fit_global_orient,
+                 body_pose=s.fit_body_pose, transl=shifted, normal_front=predicted, normal_back=-predicted)  # fmt: skip
+        refined = with_refined_fits(train, load_refined_fits(tmp_path))
+        assert len(refined) == 1 and refined[0].seed == s.seed  # samples without a refined file are dropped
+        assert np.allclose(refined[0].fit_transl, shifted) and np.allclose(s.fit_transl, shifted - [0, 0, 0.1])
+        base = build_feature_cache([s], body_model, max_points=200, seed=3)
+        cache = build_feature_cache(refined, body_model, max_points=200, seed=3)
+        # Body features come from the refined fit: the body moved 10 cm along z, so the SDF changed.
+        assert not torch.allclose(cache.sdf, base.sdf) and base.predicted_front is None
+        assert cache.predicted_front.shape == (1, SIZE, SIZE, 3) and cache.predicted_front.dtype == torch.float16
+        idx = torch.tensor([0])
+        seen = sample_degraded_normals(cache, idx, cache.pixels, cache.visibility,
+                                       ImplicitTrainConfig(gt_normal_probability=0.0, predicted_normal_probability=1.0))
+        want = sample_clothed_normals(cache.predicted_front.float(), cache.predicted_back.float(), cache.pixels,
+                                      cache.visibility, (SIZE,) * 2)  # fmt: skip
+        assert torch.allclose(seen, want)
+        with pytest.raises(ValueError, match="all or none"):
+            build_feature_cache([refined[0], train[1]], body_model, max_points=200)
+        with pytest.raises(ValueError, match="no refined fits"):
+            load_refined_fits(tmp_path / "empty")
 
     def test_short_run_lowers_bce_and_resumes(self, body_model, tiny_sets, tmp_path):
         train, held = tiny_sets
