@@ -1,4 +1,5 @@
-"""Shared fixtures of the flow tests: a Prefect test server (session), tiny person clips and a tiny config.
+"""Shared fixtures of the flow tests: tiny person clips and a tiny config (the session's Prefect test server is the
+``prefect_server`` fixture of tests/conftest.py).
 
 Prefect settings are environment variables set before prefect is imported anywhere in the test session.
 """
@@ -38,15 +39,6 @@ def write_clip(path: Path, n: int = CLIP_FRAMES, shift: int = 4) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_video(path, person_clip(n, shift), fps=10)
-
-
-@pytest.fixture(scope="session")
-def prefect_server():
-    """One ephemeral Prefect server (SQLite in a temp PREFECT_HOME) for all flow tests."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,6 @@ import os
 
 import pytest
 
-# Prefect reads its settings when first imported: a private PREFECT_HOME and no analytics for every reliability test
-# (the same settings as tests/flows, which also provides the shared server fixture below).
-from tests.flows.conftest import prefect_server  # noqa: F401
-
 _LOG_ENV = "AVATARIZE_RELIABILITY_LOG"
 
 
