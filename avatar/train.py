@@ -1,6 +1,9 @@
 """Training an avatar from per-frame meshes and body fits (SCANimate): stage 1 learns inverse/forward skinning with
 cycle consistency and body priors, stage 2 learns the pose-conditioned SDF on the canonicalised surface samples,
-weighted by per-frame quality and per-point visibility; then the canonical mesh is extracted and skinned.
+weighted by per-frame quality and per-point visibility; then the canonical mesh is extracted and skinned. The frames
+are canonicalised with their fitted poses (each reconstruction was made around its fitted body); the poses the avatar
+holds in its training frames are those fits smoothed in time (``avatar.poses``), a better estimate of where the person
+really was than any single-view fit.
 """
 
 from __future__ import annotations
