@@ -367,7 +367,8 @@ class Detections:
         boxes: ``(T, 4) float32`` person boxes.
         valid: ``(T,) bool``.
         reasons: skip reason per frame (None where valid).
-        masks: per frame ``(x0, y0, submask)`` of the person mask inside its box, or None.
+        masks: per frame ``(x0, y0, (h, w), packed)`` of the person mask inside its box, bit-packed
+            (``np.packbits``, 8 pixels per byte, so a long clip's detections stay small), or None.
         image_hw: (H, W) of the decoded frames.
         seconds: ``(T,)`` decode + detection seconds per frame.
         images: the decoded ``(T, H, W, 3)`` frames when they fit ``KEEP_DECODED_BYTES``, else None.
@@ -379,7 +380,7 @@ class Detections:
     boxes: np.ndarray
     valid: np.ndarray
     reasons: list[str | None]
-    masks: list[tuple[int, int, np.ndarray] | None]
+    masks: list[tuple[int, int, tuple[int, int], np.ndarray] | None]
     image_hw: tuple[int, int]
     seconds: np.ndarray
     images: np.ndarray | None = None
@@ -391,8 +392,8 @@ class Detections:
         for i, t in enumerate(rows):
             m = self.masks[int(t)]
             if m is not None:
-                x0, y0, sub = m
-                out[i, y0 : y0 + sub.shape[0], x0 : x0 + sub.shape[1]] = sub
+                x0, y0, (sh, sw), packed = m
+                out[i, y0 : y0 + sh, x0 : x0 + sw] = np.unpackbits(packed, count=sh * sw).reshape(sh, sw)
         return out
 
 
@@ -416,7 +417,8 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
                 masks.append(None)
             else:
                 x0, y0, x1, y1 = (int(v) for v in box)
-                masks.append((x0, y0, track.masks[i, y0:y1, x0:x1].copy()))
+                sub = track.masks[i, y0:y1, x0:x1]
+                masks.append((x0, y0, sub.shape, np.packbits(sub, axis=None)))
         idx.append(chunk.indices)
         ts.append(chunk.timestamps)
         kps.append(track.keypoints)
