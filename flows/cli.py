@@ -429,13 +429,18 @@ def avatar(
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Re-pose the avatar as a preview.")] = True,
     device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
 ) -> None:
-    """Train an animatable avatar from a run store (resumes from its checkpoints) and re-pose it as a preview."""
+    """Train an animatable avatar from a run store (resumes from its checkpoints) and re-pose it as a preview.
+
+    Holds the store's run lock while it writes the store's /avatar group: a store a pipeline run is writing is refused
+    (run this again when that run has finished).
+    """
     cfg = _avatar_cfg(config)
     from flows.avatar_flow import train_avatar_flow
-    from flows.store import RunStoreError
+    from flows.store import RunStoreError, lock_run
 
     try:
-        result = train_avatar_flow(store, cfg, motion_path=motion, preview=preview, out_dir=out, device=device)
+        with lock_run(store, timeout_s=0):
+            result = train_avatar_flow(store, cfg, motion_path=motion, preview=preview, out_dir=out, device=device)
     except (RunStoreError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e

@@ -147,3 +147,32 @@ def test_lock_of_a_dead_holder_is_released(tmp_path, reliability_row):
         f"live holder: {type(busy.value).__name__} naming it ({str(busy.value).split('(')[1].split(')')[0]}); after "
         f"SIGKILL the lock was taken in {taken_s * 1000:.0f} ms; two threads ran {order}",
     )
+
+
+def test_avatar_command_refuses_a_store_being_written(tmp_path, monkeypatch, reliability_row):
+    """`avatarize avatar STORE` takes the store's run lock: while a run holds it, the command exits with the holder
+    named and trains nothing; once the lock is free it goes ahead (training patched out to a marker)."""
+    from typer.testing import CliRunner
+
+    from flows import avatar_flow
+    from flows.cli import app
+
+    store = tmp_path / "clip.zarr"
+    calls = []
+
+    class Done:
+        avatar_dir, curves_png, preview, seconds = tmp_path / "clip.avatar", None, None, {"total": 0.0}
+
+    def fake_train(*args, **kwargs):
+        calls.append(args[0])
+        return Done()
+
+    monkeypatch.setattr(avatar_flow, "train_avatar_flow", fake_train)
+    with lock_run(store):
+        busy = CliRunner().invoke(app, ["avatar", str(store), "--no-preview"])
+    assert busy.exit_code == 1 and "error:" in busy.output and "pid" in busy.output and calls == []
+    free = CliRunner().invoke(app, ["avatar", str(store), "--no-preview"])
+    assert free.exit_code == 0 and calls == [store]
+    reliability_row("`avatarize avatar` on a store a run is writing", "refused naming the holder; nothing trained",
+                    f"busy: exit {busy.exit_code}, {busy.output.strip().splitlines()[-1][:90]}; "
+                    f"free: exit {free.exit_code}, trained {len(calls)}x")  # fmt: skip
