@@ -28,25 +28,12 @@ from geometry.metrics import reconstruction_metrics  # noqa: E402
 from icon.fit import BodyFit  # noqa: E402
 from icon.implicit import load_implicit_net  # noqa: E402
 from icon.normal_net import load_normal_net  # noqa: E402
-from icon.person import PersonDetector  # noqa: E402
+from icon.person import PersonDetector, image_keypoints  # noqa: E402
 from icon.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
 from icon.refine import RefineConfig  # noqa: E402
 from icon.synth.shards import load_shard, shard_paths  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-
-
-def fit_from_sample(sample, device) -> BodyFit:
-    """The sample's perturbed fit as a one-frame BodyFit."""
-
-    def t(a):
-        return torch.as_tensor(np.asarray(a, np.float32)[None], device=device)
-
-    return BodyFit(
-        betas=t(sample.fit_betas), global_orient=t(sample.fit_global_orient), body_pose=t(sample.fit_body_pose),
-        transl=t(sample.fit_transl), camera=t(sample.camera), image_size=int(sample.rgb.shape[0]),
-        losses=torch.zeros(1, device=device), keypoint_error_px=torch.zeros(1, device=device),
-    )  # fmt: skip
 
 
 def body_mesh(model, fit: BodyFit) -> torch.Tensor:
@@ -84,9 +71,9 @@ def main() -> None:
                 break
             gt_v = torch.as_tensor(sample.vertices, device=device)
             gt_f = torch.as_tensor(sample.faces, device=device)
-            fit = fit_from_sample(sample, device)
-            estimate = detector(np.ascontiguousarray(sample.rgb)) if detector is not None else None
-            keypoints = None if estimate is None else torch.as_tensor(estimate.keypoints[None], device=device)
+            fit = sample.fitted_body(device)
+            found = image_keypoints(detector, sample.rgb) if detector is not None else None
+            keypoints = None if found is None else torch.as_tensor(found[None], device=device)
             n_keypoints += keypoints is not None
             rec = reconstruct(
                 model, torch.as_tensor(sample.rgb[None], device=device), torch.as_tensor(sample.mask[None],

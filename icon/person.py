@@ -110,6 +110,13 @@ class PersonDetector:
         self.close()
 
 
+def image_keypoints(detector: PoseDetector, image: np.ndarray) -> np.ndarray | None:
+    """(33, 3) float32 keypoints (x, y in pixels of ``image``, confidence) of the one person ``detector`` finds in an
+    (H, W, 3) uint8 RGB image, e.g. an already-cropped frame; None if it finds nobody."""
+    estimate = detector(np.ascontiguousarray(image))
+    return None if estimate is None else estimate.keypoints
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Masks and boxes
 # ----------------------------------------------------------------------------------------------------------------------
@@ -567,6 +574,12 @@ def _detect_frame(
     return _validate(candidate, h, w, config)
 
 
+def _luma_range(image: np.ndarray) -> tuple[float, float]:
+    """1st and 99th percentiles of an (H, W, 3) uint8 RGB image's luma (0..255)."""
+    lo, hi = np.percentile(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), [1, 99])
+    return float(lo), float(hi)
+
+
 def exposure_problem(image: np.ndarray, min_contrast: float = 96.0, max_saturated: float = 0.5) -> str | None:
     """Say what is wrong with a frame's exposure, or ``None`` when it looks usable.
 
@@ -579,8 +592,7 @@ def exposure_problem(image: np.ndarray, min_contrast: float = 96.0, max_saturate
         "over-exposed (...)", "too dark (...)", "blank (...)", "low contrast (...)" or None.
     """
     small = _check_image(image, "image")[::2, ::2]
-    luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    lo, hi = np.percentile(luma, [1, 99])
+    lo, hi = _luma_range(small)
     saturated = float(np.mean(small.max(axis=2) >= 250))  # any channel clipped: detail there is lost
     if saturated > max_saturated:
         return f"over-exposed ({saturated:.0%} of pixels saturated)"
@@ -598,8 +610,7 @@ def stretch_contrast(image: np.ndarray) -> np.ndarray | None:
 
     Returns ``None`` for a flat frame (range below 3 levels): there is nothing to recover.
     """
-    luma = cv2.cvtColor(_check_image(image, "image")[::2, ::2], cv2.COLOR_RGB2GRAY)
-    lo, hi = np.percentile(luma, [1, 99])
+    lo, hi = _luma_range(_check_image(image, "image")[::2, ::2])
     if hi - lo < 3:
         return None
     lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)

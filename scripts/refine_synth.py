@@ -25,21 +25,12 @@ os.environ.setdefault("WARP_CACHE_PATH", str(REPO / ".cache" / "warp"))
 sys.path.insert(0, str(REPO))
 
 
-def detect_keypoints(detector, rgb: np.ndarray):
-    """(1, 33, 3) MediaPipe keypoints of the person in one crop (the pipeline's detector), or None if none found."""
-    import torch
-
-    estimate = detector(np.ascontiguousarray(rgb))
-    return None if estimate is None else torch.as_tensor(estimate.keypoints[None])
-
-
 def main() -> None:
     import torch
 
     from body import BodyModel
-    from icon.fit import BodyFit
     from icon.normal_net import load_normal_net, predict_normals
-    from icon.person import PersonDetector
+    from icon.person import PersonDetector, image_keypoints
     from icon.refine import RefineConfig, refine_body
     from icon.synth.shards import SynthDataset, shard_paths
 
@@ -69,14 +60,9 @@ def main() -> None:
         path = args.out / f"{s.seed}.npz"
         if path.exists():
             continue
-
-        def t(a, dev=device):
-            return torch.as_tensor(np.asarray(a, np.float32)[None], device=dev)
-
-        fit = BodyFit(betas=t(s.fit_betas), global_orient=t(s.fit_global_orient), body_pose=t(s.fit_body_pose),
-                      transl=t(s.fit_transl), camera=t(s.camera), image_size=int(s.rgb.shape[0]),
-                      losses=torch.zeros(1), keypoint_error_px=torch.zeros(1))  # fmt: skip
-        keypoints = detect_keypoints(detector, s.rgb) if detector is not None else None
+        fit = s.fitted_body(device)
+        found = image_keypoints(detector, s.rgb) if detector is not None else None
+        keypoints = None if found is None else torch.as_tensor(found[None], device=device)
         ref = refine_body(model, fit, torch.as_tensor(s.rgb[None], device=device),
                           torch.as_tensor(s.mask[None], device=device), functools.partial(predict_normals, net),
                           config, keypoints=keypoints)  # fmt: skip

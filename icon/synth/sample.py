@@ -15,6 +15,7 @@ from geometry.cameras import OrthographicCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
 from geometry.surface import extract_surface
+from icon.fit import BodyFit
 from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
 from icon.synth.config import SynthConfig
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
@@ -80,6 +81,19 @@ class SynthSample:
     def fit_params(self) -> BodyParams:
         """Perturbed body parameters."""
         return BodyParams(self.fit_betas, self.fit_global_orient, self.fit_body_pose, self.fit_transl)
+
+    def fitted_body(self, device: torch.device | str | None = None) -> BodyFit:
+        """The perturbed ("fitted") parameters and the camera as a one-frame ``icon.fit.BodyFit`` (the initial fit the
+        SMPL feedback loop starts from); zero losses and keypoint error."""
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, np.float32)[None], device=device)
+
+        return BodyFit(
+            betas=t(self.fit_betas), global_orient=t(self.fit_global_orient), body_pose=t(self.fit_body_pose),
+            transl=t(self.fit_transl), camera=t(self.camera), image_size=int(self.rgb.shape[0]),
+            losses=torch.zeros(1, device=device), keypoint_error_px=torch.zeros(1, device=device),
+        )  # fmt: skip
 
     def orthographic_camera(self) -> OrthographicCamera:
         """The sample's camera as a batch-1 OrthographicCamera."""

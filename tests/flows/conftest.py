@@ -47,18 +47,24 @@ def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clips") / "astronaut.mp4")
 
 
-@pytest.fixture(scope="session")
-def tiny_config():
-    """The fast preset cut down to seconds: 5 frames, 128 px crops, a few fit iterations."""
+def make_tiny_config(frames: int = CLIP_FRAMES):
+    """The fast preset cut down to seconds: `frames` frames, 128 px crops, a few fit iterations, no reconstruction
+    and no avatar (also used by the reliability tests' driver subprocesses, which cannot use fixtures)."""
     from flows.config import load_config
 
     return load_config(
         "fast",
         {
-            "frames": {"fps": None, "max_frames": CLIP_FRAMES},
+            "frames": {"fps": None, "max_frames": frames},
             "person": {"crop_size": 128, "detect_size": 256},
             "fit": {"orient_iters": 2, "pose_iters": 2, "silhouette_iters": 0},
             "reconstruct_enabled": False,
             "avatar_enabled": False,
         },
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The fast preset cut down to seconds (``make_tiny_config``)."""
+    return make_tiny_config()

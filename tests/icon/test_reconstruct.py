@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from body import BodyModel
-from icon.fit import BodyFit
 from icon.implicit import load_implicit_net
 from icon.normal_net import load_normal_net
 from icon.reconstruct import ReconstructConfig, reconstruct
@@ -26,23 +25,12 @@ def setup():
     return model, sample, normal, implicit
 
 
-def _fit(sample) -> BodyFit:
-    def t(a):
-        return torch.as_tensor(np.asarray(a, np.float32)[None])
-
-    return BodyFit(
-        betas=t(sample.fit_betas), global_orient=t(sample.fit_global_orient), body_pose=t(sample.fit_body_pose),
-        transl=t(sample.fit_transl), camera=t(sample.camera), image_size=128, losses=torch.zeros(1),
-        keypoint_error_px=torch.zeros(1),
-    )  # fmt: skip
-
-
 def test_reconstruct_one_frame(setup):
     model, sample, normal, implicit = setup
     cfg = ReconstructConfig(resolution=64, coarse_resolution=16, refine=RefineConfig(iterations=6, repredict_every=3,
                                                                                    render_resolution=64))
     stages = []
-    rec = reconstruct(model, sample.rgb[None], sample.mask[None], _fit(sample), normal, implicit, cfg,
+    rec = reconstruct(model, sample.rgb[None], sample.mask[None], sample.fitted_body(), normal, implicit, cfg,
                       progress=lambda s, i, n: stages.append(s))
     assert len(rec.meshes) == 1
     v, f = rec.meshes[0]
@@ -61,6 +49,6 @@ def test_reconstruct_one_frame(setup):
 def test_reconstruct_checks_shapes(setup):
     model, sample, normal, implicit = setup
     with pytest.raises(ValueError, match="images must be"):
-        reconstruct(model, sample.rgb, sample.mask[None], _fit(sample), normal, implicit)
+        reconstruct(model, sample.rgb, sample.mask[None], sample.fitted_body(), normal, implicit)
     with pytest.raises(ValueError, match="masks must be"):
-        reconstruct(model, sample.rgb[None], sample.mask[None, :64], _fit(sample), normal, implicit)
+        reconstruct(model, sample.rgb[None], sample.mask[None, :64], sample.fitted_body(), normal, implicit)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.flows.conftest import write_clip
+from tests.flows.conftest import make_tiny_config, write_clip
 from tests.reliability._faults_hooks import Hooks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,19 +18,8 @@ DRIVER_TIMEOUT_S = 240
 
 
 def tiny_config():
-    """The flow tests' tiny config (5 frames, 128 px crops, a few fit iterations, no reconstruction, no avatar)."""
-    from flows.config import load_config
-
-    return load_config(
-        "fast",
-        {
-            "frames": {"fps": None, "max_frames": N_FRAMES},
-            "person": {"crop_size": 128, "detect_size": 256},
-            "fit": {"orient_iters": 2, "pose_iters": 2, "silhouette_iters": 0},
-            "reconstruct_enabled": False,
-            "avatar_enabled": False,
-        },
-    )
+    """The flow tests' tiny config (``make_tiny_config``) with this module's frame count."""
+    return make_tiny_config(N_FRAMES)
 
 
 def make_clip(folder: Path, name: str = "clip.mp4") -> Path:
