@@ -20,18 +20,17 @@ import numpy as np
 import torch
 
 from avatar.config import AvatarConfig
-from avatar.lbs import (
+from avatar.lbs import canonical_body_pose, pose_features
+from avatar.model import Avatar, build_networks
+from avatar.poses import FramePoses, pose_change, refine_frame_poses
+from body.lbs import (
     NUM_JOINTS,
-    canonical_body_pose,
     global_joint_transforms,
     inverse_skin_points,
-    pose_features,
     skin_normals,
     skin_points,
     skinning_transforms,
 )
-from avatar.model import Avatar, build_networks
-from avatar.poses import FramePoses, pose_change, refine_frame_poses
 from body.model import SMPL_PARENTS, BodyModel
 
 __all__ = [

