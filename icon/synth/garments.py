@@ -464,9 +464,9 @@ class ClothedField:
         reach = self.max_offset()
         band = torch.nonzero(hit & (body > -_BAND) & (body < reach + _BAND))[:, 0]
         rest = torch.zeros_like(pts)
-        rest[band] = interpolate_face_attributes(
-            self.rest, self.faces, q.face_index[:, band], q.barycentric[:, band]
-        )[0]
+        rest[band] = interpolate_face_attributes(self.rest, self.faces, q.face_index[:, band], q.barycentric[:, band])[
+            0
+        ]
         offset = torch.zeros_like(body)
         offset[body >= reach + _BAND] = reach
         label = torch.zeros_like(body, dtype=torch.long)

@@ -12,9 +12,19 @@ from scipy.spatial.transform import Rotation
 
 from body.params import BodyParams
 
-__all__ = ["POSE_FAMILIES", "perturb_params", "sample_body_params", "sample_body_pose"]
+__all__ = ["LEGACY_POSE_FAMILIES", "POSE_FAMILIES", "perturb_params", "sample_body_params", "sample_body_pose"]
 
-POSE_FAMILIES: tuple[str, ...] = ("standing", "walking", "arms_out", "arms_bent", "arms_crossed", "crouch")
+LEGACY_POSE_FAMILIES: tuple[str, ...] = ("standing", "walking", "arms_out", "arms_bent", "arms_crossed", "crouch")
+"""The original families, drawn by default (SynthConfig.pose_families)."""
+POSE_FAMILIES: tuple[str, ...] = (
+    *LEGACY_POSE_FAMILIES,
+    "sitting",
+    "arms_raised",
+    "arms_behind",
+    "turning",
+    "crouch_deep",
+)
+"""Every family; side and back views come from the full random turn about the vertical axis in each."""
 
 # SMPL joint indices (see body.model.SMPL_JOINT_NAMES).
 _L_HIP, _R_HIP, _SPINE1, _L_KNEE, _R_KNEE, _SPINE2, _L_ANKLE, _R_ANKLE, _SPINE3 = 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -123,6 +133,31 @@ def sample_body_pose(rng: np.random.Generator, family: str | None = None, noise:
         pose[_SPINE2] = [u(0.0, 0.15), 0.0, 0.0]
         if rng.random() < 0.5:
             arms = [(s, u(0.9, 1.3), u(0.2, 0.8), u(-0.2, 0.3), u(0.5, 1.5)) for s in (1, -1)]
+    elif family == "sitting":
+        # Seated without a seat: thighs near horizontal, shins hanging, back upright or leaning.
+        legs = [(s, u(1.25, 1.65), u(0.0, 0.3), u(1.2, 1.7)) for s in (1, -1)]
+        pose[_SPINE1] = [u(-0.1, 0.25), 0.0, 0.0]
+        arms = [(s, u(1.0, 1.35), u(0.1, 0.7), u(-0.2, 0.3), u(0.3, 1.5)) for s in (1, -1)]
+    elif family == "arms_raised":
+        # One or both arms above the shoulder line.
+        both = rng.random() < 0.6
+        arms = [(s, u(-1.3, -0.3) if both or s > 0 else u(1.1, 1.35), u(-0.3, 0.4), u(-0.3, 0.3), u(0.0, 1.2))
+                for s in (1, -1)]  # fmt: skip
+    elif family == "arms_behind":
+        arms = [(s, u(1.0, 1.3), u(-0.75, -0.35), u(-0.3, 0.5), u(0.6, 1.6)) for s in (1, -1)]
+    elif family == "turning":
+        # Torso and head twisted about the vertical axis relative to the hips, weight on one leg.
+        twist = u(0.2, 0.45) * (1 if rng.random() < 0.5 else -1)
+        for j in (_SPINE1, _SPINE2, _SPINE3):
+            pose[j] = [0.0, twist, 0.0]
+        pose[_NECK] = [0.0, twist, 0.0]
+        legs = [(s, u(-0.1, 0.3), u(0.0, 0.2), u(0.0, 0.4)) for s in (1, -1)]
+    elif family == "crouch_deep":
+        flex = u(1.2, 1.8)
+        legs = [(s, flex + u(-0.1, 0.1), u(0.1, 0.4), min(flex * u(1.3, 1.6), 2.4)) for s in (1, -1)]
+        pose[_SPINE1] = [u(0.2, 0.5), 0.0, 0.0]
+        pose[_SPINE2] = [u(0.0, 0.3), 0.0, 0.0]
+        arms = [(s, u(0.8, 1.3), u(0.4, 1.1), u(-0.2, 0.3), u(0.5, 1.8)) for s in (1, -1)]
     for leg in legs:
         _leg(pose, *leg)
     for arm in arms:
@@ -140,6 +175,8 @@ def sample_body_params(
     pose_noise: float = 0.08,
     max_tilt: float = 0.1,
     num_betas: int = 10,
+    families: tuple[str, ...] = LEGACY_POSE_FAMILIES,
+    beta_distribution: str = "normal",
 ) -> tuple[BodyParams, str]:
     """Shape from N(0, 1) clipped to +-beta_clip, a pose, a full turn about the vertical axis plus a small tilt.
 
@@ -149,12 +186,19 @@ def sample_body_params(
         pose_noise: Per-joint jitter (radians), see ``sample_body_pose``.
         max_tilt: Largest tilt (radians) of the vertical axis, drawn uniformly per axis in [-max_tilt, max_tilt].
         num_betas: Number of shape coefficients.
+        families: Pose families drawn uniformly.
+        beta_distribution: "normal" (N(0, 1) clipped) or "uniform" (in [-beta_clip, beta_clip]).
 
     Returns:
         (one body's parameters (numpy float32, B = 1) with zero translation, pose family name).
     """
-    family = POSE_FAMILIES[int(rng.integers(len(POSE_FAMILIES)))]
-    betas = np.clip(rng.normal(0.0, 1.0, num_betas), -beta_clip, beta_clip).astype(np.float32)
+    family = families[int(rng.integers(len(families)))]
+    if beta_distribution == "uniform":
+        betas = rng.uniform(-beta_clip, beta_clip, num_betas).astype(np.float32)
+    elif beta_distribution == "normal":
+        betas = np.clip(rng.normal(0.0, 1.0, num_betas), -beta_clip, beta_clip).astype(np.float32)
+    else:
+        raise ValueError(f"beta_distribution must be 'normal' or 'uniform', got {beta_distribution!r}")
     body_pose = sample_body_pose(rng, family, pose_noise)
     yaw = rng.uniform(0.0, 2.0 * np.pi)
     tilt_x, tilt_z = rng.uniform(-max_tilt, max_tilt, 2)

@@ -12,15 +12,33 @@ import torch
 
 from body.model import BodyModel
 from body.params import BODY_PARAM_NAMES, BodyParams
-from geometry.cameras import OrthographicCamera
+from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
 from geometry.surface import extract_surface
 from icon.fit import BodyFit
-from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
+from icon.synth.appearance import (
+    label_albedo,
+    render_background,
+    sample_lighting,
+    sample_material,
+    shade,
+    widen_print,
+)
 from icon.synth.config import SynthConfig
+from icon.synth.degrade import degrade_image
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
 from icon.synth.poses import perturb_params, sample_body_params
+from icon.synth.scene import (
+    ambient_occlusion,
+    camera_rays,
+    occluder_mask,
+    perspective_crop_view,
+    render_floor,
+    sample_studio_lighting,
+    shade_studio,
+    shadow_factor,
+)
 
 __all__ = ["SynthSample", "body_vertices", "make_sample"]
 
@@ -46,9 +64,15 @@ class SynthSample:
         body: exact body parameters (numpy float32, B = 1: betas (1, 10), global_orient (1, 3), body_pose (1, 69),
             transl (1, 3)).
         fit_body: perturbed ("fitted") body parameters, likewise.
-        camera: (3,) float32 orthographic camera (scale px/m, cx px, cy px) for an S x S crop.
+        camera: (3,) float32 orthographic camera (scale px/m, cx px, cy px) for an S x S crop; for a perspective
+            sample the weak-perspective camera that matches it at the person's depth.
         garments: Garment family of each garment, e.g. ["loose_top", "trousers", "hair"].
         pose_family: The pose family the body pose was drawn around.
+        intrinsics: (3,) float32 (focal px, cx px, cy px) of the perspective crop camera the maps were rendered with,
+            focal 0 for a weak-perspective sample; None when the config has no perspective cameras (the original
+            generator). The body and clothed mesh then sit in front of the camera (z < 0).
+        mask_unoccluded: (S, S) bool person pixels before occluders (None when the config has no occluders); ``mask``
+            and the clothed normal maps keep only the visible part (occluder pixels False / zero).
     """
 
     seed: int
@@ -67,6 +91,8 @@ class SynthSample:
     camera: np.ndarray
     garments: list[str]
     pose_family: str
+    intrinsics: np.ndarray | None = None
+    mask_unoccluded: np.ndarray | None = None
 
     @classmethod
     def from_array_fields(cls, arrays: dict[str, np.ndarray], **others) -> SynthSample:
@@ -82,6 +108,14 @@ class SynthSample:
         SMPL feedback loop starts from); zero losses and keypoint error."""
         camera = torch.as_tensor(np.asarray(self.camera, np.float32)[None], device=device)
         return BodyFit.from_params(self.fit_body.to(device, torch.float32), camera, int(self.rgb.shape[0]))
+
+    def render_camera(self) -> Camera:
+        """The batch-1 camera the maps were rendered with (perspective when ``intrinsics`` has a focal length)."""
+        s = self.rgb.shape[0]
+        if self.intrinsics is not None and float(self.intrinsics[0]) > 0:
+            c = torch.as_tensor(self.intrinsics, dtype=torch.float32)
+            return PerspectiveCamera(focal=c[0:1], cx=c[1:2], cy=c[2:3], width=s, height=s)
+        return self.orthographic_camera()
 
     def orthographic_camera(self) -> OrthographicCamera:
         """The sample's camera as a batch-1 OrthographicCamera."""
@@ -147,16 +181,26 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     if model.num_betas != 10:
         raise ValueError(f"make_sample needs a body model with 10 betas, got {model.num_betas}")
     rng = np.random.default_rng([int(seed), 0x5E7])
+    # Domain-randomisation draws come from their own stream, so the original stream (and output) is unchanged
+    # whenever the switches are off.
+    rng_scene = np.random.default_rng([int(seed), 0xD0A])
     size = config.image_size
 
     # Body (untranslated) and its rest pose.
-    params, family = sample_body_params(rng, config.beta_clip, config.pose_noise, config.max_tilt)
+    params, family = sample_body_params(
+        rng, config.beta_clip, config.pose_noise, config.max_tilt, families=config.pose_families,
+        beta_distribution=config.beta_distribution,
+    )  # fmt: skip
     posed, _ = body_vertices(model, params)
     rest, rest_joints = body_vertices(model, params, rest=True)
     faces = model.faces.cpu()
     marks = RestLandmarks.from_joints(rest_joints.cpu().numpy())
     garments = sample_outfit(rng, marks, posed.cpu().numpy(), rest.cpu().numpy(), config.garment_probabilities)
     materials = [sample_material(rng, "skin")] + [sample_material(rng, g.family) for g in garments]
+    if config.wide_prints:
+        materials = materials[:1] + [
+            widen_print(rng_scene, m) if g.family != "hair" else m for g, m in zip(garments, materials[1:], strict=True)
+        ]
     cloth = ClothedField(posed.cpu(), faces, rest.cpu(), marks, garments)
 
     # Clothed surface on an isotropic grid over the person's box. Every component is kept: at coarse grids a thin
@@ -173,18 +217,31 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     if len(tri_faces) == 0:
         raise RuntimeError(f"seed {seed}: the clothed surface is empty")
 
-    # Weak-perspective camera: the person fills fill_range of the crop, centred up to a small random shift.
+    # Weak-perspective camera: the person fills fill_range of the crop, centred up to a small random shift (drawn
+    # for perspective samples too, to keep the original stream aligned).
     lo, hi = verts.min(0), verts.max(0)
     extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
     scale = rng.uniform(*config.fill_range) * size / extent
     shift = rng.uniform(-config.max_shift, config.max_shift, 2) * size / scale
-    transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
+    perspective = config.perspective_probability > 0 and rng_scene.random() < config.perspective_probability
+    intrinsics = None if config.perspective_probability == 0 else np.zeros(3, np.float32)
+    if perspective:
+        view = perspective_crop_view(
+            rng_scene, verts, tri_faces, size, config.fov_range, config.source_fill_range, config.source_size,
+            config.crop_margin,
+        )  # fmt: skip
+        transl, camera = view.transl, view.camera
+        weak = view.weak_perspective()
+        intrinsics = view.intrinsics
+    else:
+        transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
+        camera = OrthographicCamera(
+            scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
+            cy=torch.tensor([size / 2.0]), width=size, height=size,
+        )  # fmt: skip
+        weak = np.array([scale, size / 2.0, size / 2.0], np.float32)
     params = params.replace(transl=transl[None])
     verts = (verts + transl).astype(np.float32)
-    camera = OrthographicCamera(
-        scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
-        cy=torch.tensor([size / 2.0]), width=size, height=size,
-    )  # fmt: skip
 
     # Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
     v_t = torch.from_numpy(verts)[None]
@@ -196,12 +253,45 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     field = cloth.evaluate(hits - torch.from_numpy(transl))
     albedo = label_albedo(field.label, field.rest, materials)
     light = sample_lighting(rng)
-    colour = shade(albedo, ren.normal_front[0][mask], light)
-    background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],
-                                                    size))  # fmt: skip
+    normals_hit = ren.normal_front[0][mask]
+    studio = None
+    if config.lighting == "studio":
+        studio = sample_studio_lighting(rng_scene, config.specular)
+        _, dirs = camera_rays(camera)
+        shadow = shadow_factor(bvh, hits, normals_hit, studio.key_direction) if config.shadows else None
+        occlusion = None
+        if config.ambient_occlusion_rays > 0:
+            occlusion = ambient_occlusion(bvh, hits, normals_hit, rng_scene, config.ambient_occlusion_rays)
+        colour = shade_studio(albedo, normals_hit, -dirs[mask], studio, shadow, occlusion)
+    else:
+        colour = shade(albedo, normals_hit, light)
+    kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
+    if kind == "floor":
+        floor_light = studio if studio is not None else sample_studio_lighting(rng_scene)
+        feet = verts[np.argmin(verts[:, 1])]
+        background = torch.from_numpy(render_floor(rng_scene, camera, bvh, feet, floor_light, config.shadows))
+    else:
+        background = torch.from_numpy(render_background(rng, kind, size))
     image = background.clone()
     image[mask] = colour
-    rgb = (image.numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    # Partial occluder in front of the person: composited into the image, removed from the mask.
+    mask_np = mask.numpy()
+    mask_unoccluded = None
+    if config.occluder_probability > 0:
+        mask_unoccluded = mask_np.copy()
+        if rng_scene.random() < config.occluder_probability:
+            occ = occluder_mask(rng_scene, mask_np)
+            occ_colour = render_background(rng_scene, ("flat", "noise", "tiles")[int(rng_scene.integers(3))], size)
+            image[torch.from_numpy(occ)] = torch.from_numpy(occ_colour[occ] * rng_scene.uniform(0.5, 1.0))
+            mask_np = mask_np & ~occ
+    img_np = image.numpy()
+    if config.degradations:
+        img_np, _ = degrade_image(rng_scene, img_np, config.degradations, config.degradation_probability)
+    rgb = (img_np * 255.0 + 0.5).astype(np.uint8)
+    keep = torch.from_numpy(mask_np)[..., None]
+    normal_front = (ren.normal_front[0] * keep).numpy().astype(np.float32)
+    normal_back = (ren.normal_back[0] * keep).numpy().astype(np.float32)
 
     # Body normals of a perturbed fit (what a downstream net sees at test time).
     fit = perturb_params(
@@ -220,9 +310,9 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     return SynthSample(
         seed=int(seed),
         rgb=rgb,
-        mask=mask.numpy(),
-        normal_front=ren.normal_front[0].numpy().astype(np.float32),
-        normal_back=ren.normal_back[0].numpy().astype(np.float32),
+        mask=mask_np,
+        normal_front=normal_front,
+        normal_back=normal_back,
         body_normal_front=body_ren.normal_front[0].numpy().astype(np.float32),
         body_normal_back=body_ren.normal_back[0].numpy().astype(np.float32),
         points=pts,
@@ -231,7 +321,9 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
         faces=tri_faces.astype(np.int64),
         body=params,
         fit_body=fit,
-        camera=np.array([scale, size / 2.0, size / 2.0], np.float32),
+        camera=weak,
         garments=[g.family for g in garments],
         pose_family=family,
+        intrinsics=intrinsics,
+        mask_unoccluded=mask_unoccluded,
     )
