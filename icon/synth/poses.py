@@ -144,7 +144,7 @@ def sample_body_pose(rng: np.random.Generator, family: str | None = None, noise:
         arms = [(s, u(-1.3, -0.3) if both or s > 0 else u(1.1, 1.35), u(-0.3, 0.4), u(-0.3, 0.3), u(0.0, 1.2))
                 for s in (1, -1)]  # fmt: skip
     elif family == "arms_behind":
-        arms = [(s, u(1.0, 1.3), u(-0.75, -0.35), u(-0.3, 0.5), u(0.6, 1.6)) for s in (1, -1)]
+        arms = [(s, u(1.0, 1.3), u(-0.95, -0.55), u(-0.3, 0.3), u(0.1, 0.7)) for s in (1, -1)]
     elif family == "turning":
         # Torso and head twisted about the vertical axis relative to the hips, weight on one leg.
         twist = u(0.2, 0.45) * (1 if rng.random() < 0.5 else -1)
