@@ -164,13 +164,18 @@ def _sample_points(
     return np.concatenate([surf, uniform]).astype(np.float32)
 
 
-def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) -> SynthSample:
-    """Generate the synthetic clothed person of ``seed`` (same seed and config -> identical arrays).
+def make_sample(
+    seed: int, model: BodyModel, config: SynthConfig | None = None, device: torch.device | str | None = None
+) -> SynthSample:
+    """Generate the synthetic clothed person of ``seed`` (same seed, config and device -> identical arrays).
 
     Args:
         seed: Non-negative integer; see icon.synth.config for the train / held-out seed ranges.
         model: Body model (SMPL format, 10 betas), e.g. ``BodyModel()``.
         config: Generator settings (default ``SynthConfig()``).
+        device: Device of the clothed-field evaluation and surface extraction (the Warp BVH queries, most of the
+            time), e.g. "cuda"; default CPU. Renders and shading stay on the CPU. A CUDA run may differ from a CPU
+            run in the last bits of the surface.
 
     Returns:
         SynthSample.
@@ -201,7 +206,8 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
         materials = materials[:1] + [
             widen_print(rng_scene, m) if g.family != "hair" else m for g, m in zip(garments, materials[1:], strict=True)
         ]
-    cloth = ClothedField(posed.cpu(), faces, rest.cpu(), marks, garments)
+    field_device = torch.device("cpu" if device is None else device)
+    cloth = ClothedField(posed.to(field_device), faces.to(field_device), rest.to(field_device), marks, garments)
 
     # Clothed surface on an isotropic grid over the person's box. Every component is kept: at coarse grids a thin
     # limb can separate from the torso, and dropping it would remove body from the ground truth.
@@ -212,7 +218,7 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
     verts, tri_faces = extract_surface(
         cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
-        inside="below", batch_points=2**17, keep_largest=False,
+        inside="below", batch_points=2**17, keep_largest=False, device=field_device,
     )  # fmt: skip
     if len(tri_faces) == 0:
         raise RuntimeError(f"seed {seed}: the clothed surface is empty")
@@ -250,8 +256,8 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     ren = render_mesh(v_t, f_t, camera, bvh=bvh)
     mask = ren.mask[0]
     hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
-    field = cloth.evaluate(hits - torch.from_numpy(transl))
-    albedo = label_albedo(field.label, field.rest, materials)
+    field = cloth.evaluate((hits - torch.from_numpy(transl)).to(field_device))
+    albedo = label_albedo(field.label.cpu(), field.rest.cpu(), materials)
     light = sample_lighting(rng)
     normals_hit = ren.normal_front[0][mask]
     studio = None

@@ -3,6 +3,7 @@ occupancy labels, garment coverage and the Zarr shard round trip (tiny samples: 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,7 +22,16 @@ from icon.synth import GARMENT_FAMILIES, HELDOUT_SEED_START, SynthConfig, make_s
 from icon.synth.garments import RestLandmarks, sample_outfit  # noqa: E402
 from icon.synth.poses import POSE_FAMILIES, sample_body_params, sample_body_pose  # noqa: E402
 from icon.synth.sample import body_vertices  # noqa: E402
-from icon.synth.shards import SynthDataset, load_shard, save_shard  # noqa: E402
+from icon.synth.shards import (  # noqa: E402
+    SynthDataset,
+    finished_shards,
+    load_shard,
+    plan_shards,
+    read_manifest,
+    save_shard,
+    shard_paths,
+    write_dataset,
+)
 
 wp.config.quiet = True
 
@@ -187,3 +197,60 @@ def test_shard_round_trip(tmp_path, samples):
     np.testing.assert_array_equal(item.normal_front, samples[1].normal_front)
     assert item.faces.shape == (0, 3)  # meshes are skipped unless asked for
     assert SynthDataset([path], with_mesh=True)[-1].faces.shape == samples[1].faces.shape
+
+
+class TestWriteDataset:
+    """The resumable writer, fed by a cheap generator that relabels two real samples with the requested seeds."""
+
+    @staticmethod
+    def _generator(samples, calls, fail_after=None):
+        def generate(seeds):
+            for k, seed in enumerate(seeds):
+                if fail_after is not None and k == fail_after:
+                    raise KeyboardInterrupt("killed")
+                calls.append(seed)
+                yield dataclasses.replace(samples[seed % 2], seed=seed)
+
+        return generate
+
+    def test_plan(self):
+        assert plan_shards([5, 6, 7, 8, 9], 2) == [[5, 6], [7, 8], [9]]
+        with pytest.raises(ValueError, match="shard_size"):
+            plan_shards([1], 0)
+
+    def test_writes_shards_and_manifest(self, tmp_path, samples):
+        calls = []
+        manifest = write_dataset(tmp_path, range(5), TINY, self._generator(samples, calls), 2, info={"device": "cpu"})
+        assert calls == [0, 1, 2, 3, 4]
+        assert [p.name for p in shard_paths(tmp_path)] == ["shard_00000.zarr", "shard_00001.zarr", "shard_00002.zarr"]
+        assert manifest == read_manifest(tmp_path)
+        assert manifest["complete_samples"] == 5 and manifest["num_samples"] == 5
+        assert [(s["first_seed"], s["last_seed"], s["count"]) for s in manifest["shards"]] == [(0, 1, 2), (2, 3, 2),
+                                                                                               (4, 4, 1)]  # fmt: skip
+        assert manifest["config"] == TINY.model_dump(mode="json") and manifest["run"]["device"] == "cpu"
+        assert all(s["seconds"] >= 0 for s in manifest["shards"]) and manifest["run"]["samples_per_second"] > 0
+        assert [s.seed for s in SynthDataset(shard_paths(tmp_path))] == [0, 1, 2, 3, 4]
+
+    def test_killed_run_resumes(self, tmp_path, samples):
+        calls = []
+        with pytest.raises(KeyboardInterrupt):
+            write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls, fail_after=3), 2)
+        assert read_manifest(tmp_path)["complete_samples"] == 2  # shard 0 finished, shard 1 died half-way
+        assert finished_shards(tmp_path, plan_shards(range(6), 2), TINY) == {0}
+        # A half-written shard left behind by a kill is replaced, not trusted.
+        (tmp_path / "shard_00001.zarr.partial").mkdir()
+        calls.clear()
+        manifest = write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls), 2)
+        assert calls == [2, 3, 4, 5]  # the finished shard is skipped
+        assert manifest["complete_samples"] == 6 and len(manifest["shards"]) == 3
+        assert not (tmp_path / "shard_00001.zarr.partial").exists()
+        assert [s.seed for s in SynthDataset(shard_paths(tmp_path))] == list(range(6))
+        calls.clear()
+        write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls), 2)
+        assert calls == []
+
+    def test_refuses_another_config(self, tmp_path, samples):
+        write_dataset(tmp_path, range(2), TINY, self._generator(samples, []), 2)
+        other = TINY.model_copy(update={"num_points": 128})
+        with pytest.raises(ValueError, match="another config"):
+            write_dataset(tmp_path, range(2), other, self._generator(samples, []), 2)
