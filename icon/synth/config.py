@@ -31,6 +31,11 @@ _DEFAULT_GARMENTS = {
     "no_bottom": 0.03,
     "hair": 0.75,
     "long_hair": 0.4,
+    "coat": 0.0,
+    "open_jacket": 0.0,
+    "hood": 0.0,
+    "wide_skirt": 0.0,
+    "baggy_trousers": 0.0,
 }
 
 
@@ -62,7 +67,9 @@ class SynthConfig(BaseModel):
     garment_probabilities: dict[str, float] = Field(
         default_factory=lambda: dict(_DEFAULT_GARMENTS),
         description="Outfit probabilities: dress; no_top and loose_top (else fitted) when no dress; skirt, shorts, "
-        "no_bottom (else trousers) when no dress; hair and long_hair (given hair). Missing keys take defaults.",
+        "no_bottom (else trousers) when no dress; hair and long_hair (given hair); extra families (0 = never drawn): "
+        "coat (long, over the outfit) or else open_jacket (open front over the top), hood, wide_skirt (a skirt "
+        "flared far from the legs), baggy_trousers (replace trousers). Missing keys take defaults.",
     )
     beta_clip: float = Field(2.5, gt=0, description="Shape coefficients are N(0, 1) clipped to +-beta_clip.")
     pose_noise: float = Field(0.08, ge=0, description="Per-joint jitter (radians) around the pose family.")
@@ -236,6 +243,14 @@ PRESETS: dict[str, dict] = {
         "pose_families": POSE_FAMILIES,
         "beta_distribution": "uniform",
         "beta_clip": 3.0,
+        "garment_probabilities": {
+            "coat": 0.15,
+            "open_jacket": 0.2,
+            "hood": 0.12,
+            "wide_skirt": 0.5,
+            "baggy_trousers": 0.3,
+            "dress": 0.18,
+        },
         "max_tilt": 0.15,
     },
 }

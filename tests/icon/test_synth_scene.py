@@ -25,6 +25,7 @@ from icon.person import compute_crop_boxes, crop_mask, mask_box  # noqa: E402
 from icon.synth import SynthConfig, make_sample  # noqa: E402
 from icon.synth.appearance import WIDE_PATTERNS, Material, render_background  # noqa: E402
 from icon.synth.config import PRESETS, synth_preset  # noqa: E402
+from icon.synth.garments import WIDE_GARMENT_FAMILIES, OffsetLayer, RestLandmarks, sample_outfit  # noqa: E402
 from icon.synth.poses import POSE_FAMILIES, sample_body_params  # noqa: E402
 from icon.synth.sample import body_vertices  # noqa: E402
 from icon.synth.scene import (  # noqa: E402
@@ -36,6 +37,7 @@ from icon.synth.scene import (  # noqa: E402
     shade_studio,
     shadow_factor,
 )
+from icon.synth.shards import load_shard, save_shard  # noqa: E402
 
 wp.config.quiet = True
 
@@ -265,7 +267,7 @@ class TestSwitchedSamples:
         share = (occ & person).sum() / person.sum()
         assert 0.05 < share < 0.5
 
-    def test_wide_preset_sample(self, model):
+    def test_wide_preset_sample(self, model, tmp_path):
         a = make_sample(8, model, WIDE_TINY)
         b = make_sample(8, model, WIDE_TINY)
         for name, value in a.array_fields().items():
@@ -277,3 +279,56 @@ class TestSwitchedSamples:
         mesh = trimesh.Trimesh(a.vertices, a.faces, process=False)
         assert mesh.is_watertight and mesh.volume > 0
         assert 0.05 < a.occupancy.mean() < 0.8
+        # The new optional fields survive the shard round trip.
+        (back,) = load_shard(save_shard(tmp_path / "shard_00000.zarr", [a], WIDE_TINY))
+        np.testing.assert_array_equal(back.intrinsics, a.intrinsics)
+        np.testing.assert_array_equal(back.mask_unoccluded, a.mask_unoccluded)
+
+
+class TestExtraGarments:
+    def test_every_extra_family_is_drawn(self, model):
+        probs = SynthConfig(
+            garment_probabilities={"dress": 0.0, "skirt": 0.5, "shorts": 0.0, "no_bottom": 0.0, "coat": 0.5,
+                                   "open_jacket": 1.0, "hood": 1.0, "wide_skirt": 1.0, "baggy_trousers": 1.0}
+        ).garment_probabilities  # fmt: skip
+        seen = set()
+        for seed in range(8):
+            rng = np.random.default_rng(seed)
+            params, _ = sample_body_params(rng)
+            posed, _ = body_vertices(model, params)
+            rest, joints = body_vertices(model, params, rest=True)
+            outfit = sample_outfit(rng, RestLandmarks.from_joints(joints.numpy()), posed.numpy(), rest.numpy(), probs)
+            seen.update(g.family for g in outfit)
+            for g in outfit:
+                if g.family == "wide_skirt":
+                    # Far from the legs: the hem's radius exceeds the legs' half-width by well over 8 cm.
+                    legs = posed.numpy()[rest.numpy()[:, 1] < joints.numpy()[4, 1]]
+                    half_width = 0.5 * (legs[:, 0].max() - legs[:, 0].min())
+                    assert g.volume.radii[0].max() - half_width > 0.08
+        assert seen >= set(WIDE_GARMENT_FAMILIES)
+
+    def test_open_front_and_hood_coverage(self, model):
+        marks = RestLandmarks.from_joints(body_vertices(model, sample_body_params(np.random.default_rng(0))[0],
+                                                        rest=True)[1].numpy())  # fmt: skip
+        chest = (marks.chest_y + marks.pelvis_y) / 2
+        pts = torch.tensor([[0.0, chest, 0.12], [0.0, chest, -0.12], [0.12, chest, 0.12]])
+        closed = OffsetLayer(thickness=0.03, hem_y=marks.pelvis_y, neck_y=marks.neck_y, sleeve=1.0)
+        opened = OffsetLayer(thickness=0.03, hem_y=marks.pelvis_y, neck_y=marks.neck_y, sleeve=1.0, opening=0.06)
+        assert (closed.offset(pts, marks) > 0.02).all()
+        o = opened.offset(pts, marks)
+        assert o[0] < 0.005 and o[1] > 0.02 and o[2] > 0.02  # open at the front centre only
+        hood = OffsetLayer(thickness=0.04, hood=True)
+        head = torch.tensor([[0.0, marks.head_y, marks.head_z - 0.1], [0.0, marks.head_y, marks.head_z + 0.1],
+                             [0.0, marks.chest_y - 0.2, -0.1]])  # fmt: skip
+        h = hood.offset(head, marks)
+        assert h[0] > 0.03 and h[1] < 0.005 and h[2] < 0.005  # back of the head yes, face and back no
+
+    def test_coat_sample(self, model):
+        cfg = SynthConfig(**{**TINY.model_dump(), "garment_probabilities": {"coat": 1.0, "dress": 0.0}})
+        s = make_sample(1, model, cfg)
+        assert "coat" in s.garments
+        mesh = trimesh.Trimesh(s.vertices, s.faces, process=False)
+        assert mesh.is_watertight and mesh.volume > 0
+        _unit_or_zero(s.normal_front, s.mask)
+        body_mask = np.abs(s.body_normal_front).sum(-1) > 0
+        assert (s.mask & ~body_mask).sum() > 0.1 * body_mask.sum()  # the coat hangs well off the body
