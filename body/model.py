@@ -20,7 +20,7 @@ import smplx
 import torch
 from smplx.utils import Struct
 
-from body.landmarks import mediapipe_correspondences
+from body.landmark_table import mediapipe_correspondences
 from body.rotations import matrix_to_axis_angle, rot6d_to_matrix
 
 __all__ = ["EMBEDDED_MODEL_ID", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "BodyModel", "BodyOutput", "embedded_model_path"]
