@@ -6,16 +6,11 @@ processes touch disjoint chunk files (zarr's LocalStore writes each file atomica
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import socket
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -25,6 +20,17 @@ import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from zarr.storage import LocalStore
+
+from flows.run_lock import lock_run, run_lock_path
+from flows.store_errors import (
+    FrameNotWrittenError,
+    NotARunStoreError,
+    ReadOnlyStoreError,
+    RunStoreBusyError,
+    RunStoreError,
+    RunStoreExistsError,
+    SchemaVersionError,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -96,33 +102,6 @@ class FrameStatus(IntEnum):
     SKIPPED = 3
 
 
-# ----------------------------------------------------------------------------------------------------------- errors
-class RunStoreError(ValueError):
-    """A run store could not be created, opened, read or written; the message names the store and the reason."""
-
-
-class NotARunStoreError(RunStoreError, FileNotFoundError):
-    """The path is missing, not a Zarr v3 group, or a Zarr group that avatarize did not create."""
-
-
-class SchemaVersionError(RunStoreError):
-    """The store was written with another (newer or unsupported) layout version than this code reads."""
-
-
-class RunStoreExistsError(RunStoreError, FileExistsError):
-    """``create_run`` found something at the path and ``overwrite`` was not set."""
-
-
-class ReadOnlyStoreError(RunStoreError):
-    """A write was attempted on a store opened with ``mode="r"``."""
-
-
-class FrameNotWrittenError(RunStoreError, LookupError):
-    """Data asked for (a frame's mesh, the avatar) has not been written yet."""
-
-
-class RunStoreBusyError(RunStoreError, TimeoutError):
-    """Another run (process or thread) holds the store's run lock; the message names the holder."""
 
 
 # ------------------------------------------------------------------------------------------------------ data types
@@ -813,77 +792,3 @@ def open_run(path: str | Path, mode: Literal["r", "r+"] = "r") -> RunStore:
         return RunStore(path, group, mode)
     except (ValueError, TypeError) as e:
         raise NotARunStoreError(f"{path}: root attributes do not describe a run ({e})") from e
-
-
-# ---------------------------------------------------------------------------------------------------- the run lock
-LOCK_POLL_S = 0.2
-"""Seconds between attempts while waiting for a store's run lock."""
-
-
-def run_lock_path(path: str | Path) -> Path:
-    """The lock file of the store at ``path``: ``<store>.lock`` beside it (outside, so a rebuild keeps it)."""
-    p = Path(path)
-    return p.with_name(p.name + ".lock")
-
-
-def _lock_holder(fd: int) -> str:
-    """What the lock file says about its (last) holder, for messages."""
-    try:
-        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "unknown holder"
-
-
-@contextlib.contextmanager
-def lock_run(
-    path: str | Path,
-    timeout_s: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[Path]:
-    """Hold the run lock of the store at ``path`` while the block runs: one run writes a store at a time.
-
-    The lock is an ``fcntl.flock`` on ``<store>.lock``. The kernel drops it when the holding process exits or is
-    killed, so a crashed run never leaves a stale lock: the file stays (naming its last holder) but the next run
-    takes it at once. Locks are per open file, so two threads of one process exclude each other too. (flock is not
-    reliable on some network file systems; keep stores on a local disk.)
-
-    Args:
-        path: the store directory (need not exist yet).
-        timeout_s: give up after this many seconds with :class:`RunStoreBusyError`; ``0`` tries once, ``None`` waits
-            as long as it takes.
-        on_wait: called once with the holder's description when the lock is busy and the call starts waiting.
-
-    Yields:
-        The lock file path.
-    """
-    lock = run_lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        start = time.monotonic()
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if timeout_s is not None and time.monotonic() - start >= timeout_s:
-                    raise RunStoreBusyError(
-                        f"{path}: another run is writing this store ({holder}); wait for it to finish or run again "
-                        "later"
-                    ) from None
-                if not waited and on_wait is not None:
-                    on_wait(holder)
-                waited = True
-                time.sleep(LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)  # fmt: skip
-        try:
-            yield lock
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
