@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from flows.store_errors import RunStoreBusyError
+from flows.store_types import RunStoreBusyError
 
 # ---------------------------------------------------------------------------------------------------- the run lock
 LOCK_POLL_S = 0.2

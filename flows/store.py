@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from zarr.storage import LocalStore
 
 from flows.run_lock import lock_run, run_lock_path
-from flows.store_errors import (
+from flows.store_types import (
+    FrameArrays,
     FrameNotWrittenError,
+    NormalMaps,
     NotARunStoreError,
     ReadOnlyStoreError,
     RunStoreBusyError,
@@ -152,27 +154,6 @@ class RunAttrs(BaseModel):
 
 
 @dataclass
-class FrameArrays:
-    """Per-frame inputs read from ``/frames`` (numpy).
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows below.
-        image: ``(n, S, S, 3) uint8`` RGB crops.
-        mask: ``(n, S, S) bool`` person masks in the crops.
-        crop: ``(n, 3) float32`` crop box (cx, cy, size) in source pixels; NaN where unwritten.
-        keypoints: ``(n, 33, 3) float32`` (x, y, confidence) in crop pixels; NaN where unwritten.
-        timestamp: ``(n,) float64`` presentation time in seconds; NaN where unwritten.
-    """
-
-    indices: np.ndarray
-    image: np.ndarray
-    mask: np.ndarray
-    crop: np.ndarray
-    keypoints: np.ndarray
-    timestamp: np.ndarray
-
-
-@dataclass
 class FitArrays:
     """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
 
@@ -191,21 +172,6 @@ class FitArrays:
     body_pose: torch.Tensor
     transl: torch.Tensor
     camera: torch.Tensor
-
-
-@dataclass
-class NormalMaps:
-    """Front/back normal maps read from ``/normals`` (numpy float16, camera space, in [-1, 1]; NaN where unwritten).
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows.
-        front: ``(n, S, S, 3) float16`` normals of the nearest surface.
-        back: ``(n, S, S, 3) float16`` normals of the farthest surface, in the front image frame.
-    """
-
-    indices: np.ndarray
-    front: np.ndarray
-    back: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -651,6 +617,26 @@ class RunStore:
         if "curves" not in avatar:
             return {}
         return {name: np.asarray(arr[...]) for name, arr in sorted(avatar["curves"].arrays())}
+
+    # ---- pipeline bookkeeping (root attributes)
+    @property
+    def config_digest(self) -> str | None:
+        """Digest of the pipeline config the store was made with (None before :meth:`start_pipeline`)."""
+        return self._group.attrs.get("config_digest")
+
+    def start_pipeline(self, config_digest: str) -> None:
+        """Record the config digest of a new pipeline run and that no whole-video stage is done yet."""
+        self._writable()
+        self._group.attrs.update({"config_digest": config_digest, "pipeline_stages": []})
+
+    def stages_done(self) -> set[str]:
+        """The whole-video pipeline stages recorded as finished."""
+        return set(self._group.attrs.get("pipeline_stages", []))
+
+    def mark_stage_done(self, stage: str) -> None:
+        """Record the whole-video pipeline stage ``stage`` as finished."""
+        self._writable()
+        self._group.attrs.update({"pipeline_stages": sorted(self.stages_done() | {stage})})
 
     # ---- end of run
     def finalize(self) -> None:
