@@ -180,3 +180,10 @@ def test_bench_and_scripts_use_the_installed_package(folder: str) -> None:
         bad += [f"{rel}: sys.path manipulation" for _ in SYS_PATH.finditer(text)]
         bad += [f"{rel}: imports tests/" for _ in TESTS_IMPORT.finditer(text)]
     assert bad == [], "bench/ and scripts/ import the installed package (move shared helpers into the package)"
+
+
+@pytest.mark.parametrize("folder", ["bench", "scripts"])
+def test_no_script_shadows_a_package(folder: str) -> None:
+    """``python bench/x.py`` puts bench/ first on sys.path: a script named like a package would be imported instead."""
+    names = {p.stem for p in (ROOT / folder).glob("*.py")}
+    assert names.isdisjoint(PACKAGES), f"rename {sorted(names & set(PACKAGES))} in {folder}/"

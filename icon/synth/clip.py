@@ -1,4 +1,5 @@
-"""Synthetic clips rendered from the body model with known β, θ, t (test fixtures for the body fit)."""
+"""Synthetic clips rendered from the body model with known β, θ, t: keypoints, masks and normals of a turning person
+(the known-answer input of the body-fit tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from geometry.render import render_mesh
 
 @dataclass
 class SyntheticClip:
+    """T frames of one body seen by a weak-perspective camera (crop side ``size``), with the parameters that made them:
+    betas (T, 10), global_orient (T, 3), body_pose (T, 69), transl (T, 3)."""
+
     keypoints: torch.Tensor  # (T, 33, 3) crop px + confidence
     masks: torch.Tensor  # (T, S, S) bool
     normals: torch.Tensor  # (T, S, S, 3)
