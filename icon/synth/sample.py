@@ -14,7 +14,7 @@ from body.model import BodyModel
 from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
-from geometry.render import render_mesh
+from geometry.render import RenderResult, render_mesh
 from geometry.surface import extract_surface
 from icon.fit import BodyFit
 from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
@@ -130,6 +130,55 @@ def _sample_points(
     return np.concatenate([surf, uniform]).astype(np.float32)
 
 
+def _clothed_surface(cloth: ClothedField, config: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clothed surface (V, 3) float, (F, 3) int on an isotropic grid over the person's box, and the (2, 3) cube
+    sampled. Every component is kept: at coarse grids a thin limb can separate from the torso, and dropping it would
+    remove body from the ground truth."""
+    box = cloth.bounds()
+    side = float((box[1] - box[0]).max())
+    spacing = side / (config.grid_resolution - 1)
+    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
+    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
+    verts, tri_faces = extract_surface(
+        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
+        inside="below", batch_points=2**17, keep_largest=False,
+    )  # fmt: skip
+    return verts, tri_faces, cube
+
+
+def _render_clothed(
+    rng: np.random.Generator,
+    verts: np.ndarray,
+    tri_faces: np.ndarray,
+    transl: np.ndarray,
+    camera: OrthographicCamera,
+    bvh: MeshBVH,
+    cloth: ClothedField,
+    materials: list,
+    config: SynthConfig,
+) -> tuple[np.ndarray, RenderResult]:
+    """Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
+
+    Returns:
+        (S, S, 3) uint8 image and the mesh render (mask, normals) of the translated surface ``verts``.
+    """
+    v_t = torch.from_numpy(verts)[None]
+    f_t = torch.from_numpy(tri_faces)
+    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
+    mask = ren.mask[0]
+    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
+    field = cloth.evaluate(hits - torch.from_numpy(transl))
+    albedo = label_albedo(field.label, field.rest, materials)
+    light = sample_lighting(rng)
+    colour = shade(albedo, ren.normal_front[0][mask], light)
+    size = config.image_size
+    background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],
+                                                    size))  # fmt: skip
+    image = background.clone()
+    image[mask] = colour
+    return (image.numpy() * 255.0 + 0.5).astype(np.uint8), ren
+
+
 def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) -> SynthSample:
     """Generate the synthetic clothed person of ``seed`` (same seed and config -> identical arrays).
 
@@ -159,17 +208,7 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     materials = [sample_material(rng, "skin")] + [sample_material(rng, g.family) for g in garments]
     cloth = ClothedField(posed.cpu(), faces, rest.cpu(), marks, garments)
 
-    # Clothed surface on an isotropic grid over the person's box. Every component is kept: at coarse grids a thin
-    # limb can separate from the torso, and dropping it would remove body from the ground truth.
-    box = cloth.bounds()
-    side = float((box[1] - box[0]).max())
-    spacing = side / (config.grid_resolution - 1)
-    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
-    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
-    verts, tri_faces = extract_surface(
-        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
-        inside="below", batch_points=2**17, keep_largest=False,
-    )  # fmt: skip
+    verts, tri_faces, cube = _clothed_surface(cloth, config)
     if len(tri_faces) == 0:
         raise RuntimeError(f"seed {seed}: the clothed surface is empty")
 
@@ -186,22 +225,9 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
         cy=torch.tensor([size / 2.0]), width=size, height=size,
     )  # fmt: skip
 
-    # Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
-    v_t = torch.from_numpy(verts)[None]
-    f_t = torch.from_numpy(tri_faces)
-    bvh = MeshBVH(v_t, f_t, sign_method="normal")
-    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
+    bvh = MeshBVH(torch.from_numpy(verts)[None], torch.from_numpy(tri_faces), sign_method="normal")
+    rgb, ren = _render_clothed(rng, verts, tri_faces, transl, camera, bvh, cloth, materials, config)
     mask = ren.mask[0]
-    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
-    field = cloth.evaluate(hits - torch.from_numpy(transl))
-    albedo = label_albedo(field.label, field.rest, materials)
-    light = sample_lighting(rng)
-    colour = shade(albedo, ren.normal_front[0][mask], light)
-    background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],
-                                                    size))  # fmt: skip
-    image = background.clone()
-    image[mask] = colour
-    rgb = (image.numpy() * 255.0 + 0.5).astype(np.uint8)
 
     # Body normals of a perturbed fit (what a downstream net sees at test time).
     fit = perturb_params(

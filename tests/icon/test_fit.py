@@ -8,7 +8,7 @@ import torch
 from body import BodyModel
 from geometry.render import render_mesh
 from icon.fit import BodyFit, FitConfig, bend_prior, fit_body, geman_mcclure, initial_camera, temporal_smoothness
-from tests.icon.synthetic_clip import make_clip
+from icon.synth.clip import make_clip
 
 
 @pytest.fixture(scope="module")
