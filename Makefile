@@ -7,7 +7,7 @@ export WARP_CACHE_PATH ?= $(CURDIR)/.cache/warp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: demo test lint install clean test-tools
+.PHONY: demo test lint install clean test-tools blender
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test-tools: $(GLTF_VALIDATOR)
 $(GLTF_VALIDATOR):
 	if command -v npm >/dev/null; then npm install -s --prefix .cache/npm --no-audit --no-fund gltf-validator@2.0.0-dev.3.10; \
 	else echo "node/npm not found: glTF validation tests will be skipped"; fi
+
+# Optional: Blender's Python module (~1 GB) for the Blender round-trip test and `avatarize repose --fbx`.
+blender: $(STAMP)
+	$(PY) -m pip install -q -e '.[blender]'
+	$(PY) -m pip install -q --no-deps bpy==5.0.1
 
 test: lint test-tools
 	$(VENV)/bin/pytest

@@ -12,6 +12,7 @@ skinning. Every glb written here passes the Khronos glTF validator with no error
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from body.motion import Motion
 from body.rotations import matrix_to_quaternion
 
-__all__ = ["MATERIAL_COLOUR", "save_gltf", "save_mesh", "save_mesh_glb", "save_posed_meshes", "top_k_weights"]
+__all__ = ["MATERIAL_COLOUR", "save_gltf", "save_mesh", "save_mesh_glb", "save_posed_meshes", "top_k_avatar",
+           "top_k_weights"]
 
 MATERIAL_COLOUR = (0.8, 0.78, 0.75, 1.0)
 """Base colour (linear RGBA) of the glTF material of a mesh without vertex colours: a light clay grey."""
@@ -109,6 +111,13 @@ def top_k_weights(weights: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, torc
     w = w.clamp(min=0)
     w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
     return j, w
+
+
+def top_k_avatar(avatar: Avatar, k: int = 4) -> Avatar:
+    """A shallow copy of ``avatar`` whose skinning weights are its top-k weights (as the glTF carries them)."""
+    j, w = top_k_weights(avatar.skin_weights, k)
+    dense = torch.zeros_like(avatar.skin_weights).scatter_(1, j.to(avatar.device), w.to(avatar.skin_weights))
+    return dataclasses.replace(avatar, skin_weights=dense)
 
 
 def _quat_xyzw(rot: torch.Tensor) -> np.ndarray:

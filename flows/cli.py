@@ -460,10 +460,17 @@ def repose(
     quality: Annotated[str, typer.Option("--quality", help="fast (skinned mesh) or full (per-pose surface).")] = "fast",
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Pose the first N frames.")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+    fbx: Annotated[bool, typer.Option("--fbx", help="Also write avatar.fbx through Blender (needs bpy).")] = False,
 ) -> None:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated avatar.glb."""
     if quality not in ("fast", "full"):
         raise typer.BadParameter(f"expected fast or full, got {quality!r}", param_hint="--quality")
+    if fbx:
+        from flows.blender import bpy_available
+
+        if not bpy_available():
+            typer.echo("error: --fbx needs Blender's Python module: `make blender` (bpy==5.0.1, Python 3.11)", err=True)
+            raise typer.Exit(1)
     from flows.avatar_flow import repose as repose_flow
 
     try:
@@ -475,6 +482,10 @@ def repose(
     typer.echo(f"  meshes: {result.out_dir / 'meshes'} ({len(result.mesh_paths)} PLY)")
     typer.echo(f"  video: {result.video_path}")
     typer.echo(f"  glTF: {result.gltf_path}")
+    if fbx:
+        from flows.blender import glb_to_fbx
+
+        typer.echo(f"  FBX (via Blender): {glb_to_fbx(result.gltf_path, result.gltf_path.with_suffix('.fbx'))}")
 
 
 @app.command("reconstruct")
