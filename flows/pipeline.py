@@ -33,6 +33,7 @@ from prefect.futures import as_completed
 from flows.config import PipelineConfig, load_config
 from flows.ledger import VIDEO_EXTENSIONS, Ledger, settled_videos
 from flows.paths import PathEscapeError, Roots, roots_for
+from flows.report import write_video_report
 from flows.runners import RunnerConfig, build_task_runner, lease_device, resolve_device
 from flows.store import (
     FrameStatus,
@@ -1097,6 +1098,7 @@ def _process_video_locked(
         stage_seconds=stage_seconds,
         **avatar_out,
     )
+    write_video_report(result)  # OUT/<stem>.report/index.html: a static page of the run (flows/report.py)
     if _in_flow():
         from flows.artifacts import publish_video_artifacts
 

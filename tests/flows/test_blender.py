@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from flows import blender
+from tests.flows.body_run import make_body_avatar, wave_motion
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not blender.bpy_available(),
@@ -17,41 +17,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def body_avatar():
-    """An untrained avatar whose surface is the mean body in the Da-pose, skinned with the body's own weights: the
-    export and Blender see exactly what a trained avatar gives them, at no training cost."""
-    from avatar.config import AvatarConfig
-    from avatar.lbs import canonical_body_pose
-    from avatar.model import Avatar, build_networks
-    from body import BodyModel
-
-    model = BodyModel()
-    config = AvatarConfig.fast()
-    inverse, forward, sdf = build_networks(config, 1)
-    pose = canonical_body_pose().reshape(69)
-    with torch.no_grad():
-        rest = model(body_pose=torch.zeros(1, 69))
-        canon = model(body_pose=pose[None])
-    verts = canon.vertices[0]
-    lo, hi = verts.min(0).values, verts.max(0).values
-    return Avatar(config=config, inverse_net=inverse, forward_net=forward, sdf_net=sdf,
-                  betas=torch.zeros(model.num_betas), rest_joints=rest.joints[0], canonical_pose=pose,
-                  center=(lo + hi) / 2, scale=float((hi - lo).max()), vertices=verts,
-                  faces=torch.as_tensor(np.asarray(model.faces), dtype=torch.int64),
-                  skin_weights=model.lbs_weights.float(), reference_features=torch.zeros(23, 6),
-                  bounds=torch.stack([lo, hi]))  # fmt: skip
-
-
-def _motion(n: int = 12):
-    from body import Motion
-
-    t = np.linspace(0, 1, n, dtype=np.float32)
-    bp = np.zeros((n, 69), np.float32)
-    bp[:, 16 * 3 + 2] = 1.2 * np.sin(np.pi * t)  # right shoulder raises and lowers the arm
-    bp[:, 3 * 3 + 0] = 0.6 * t  # left knee bends
-    go = np.zeros((n, 3), np.float32)
-    go[:, 1] = 0.4 * t
-    tr = np.stack([0.2 * t, np.zeros(n), np.zeros(n)], -1).astype(np.float32)
-    return Motion(fps=25.0, global_orient=go, body_pose=bp, transl=tr)
+    return make_body_avatar()
 
 
 def test_blender_imports_poses_renders_and_exports_fbx(body_avatar, tmp_path):
@@ -62,7 +28,7 @@ def test_blender_imports_poses_renders_and_exports_fbx(body_avatar, tmp_path):
     from body import Motion
     from flows.previews import read_png
 
-    motion = _motion()
+    motion = wave_motion(12)
     glb = save_gltf(tmp_path / "avatar.glb", body_avatar, motion, name="body", animation_name="raise_arm")
     info = blender.import_glb(glb)
     assert info.n_bones == 24 and info.n_vertices == len(body_avatar.vertices)
@@ -99,7 +65,7 @@ def test_blender_imports_poses_renders_and_exports_fbx(body_avatar, tmp_path):
 def test_glb_extras_and_errors(body_avatar, tmp_path):
     from avatar.export import save_gltf
 
-    glb = save_gltf(tmp_path / "a.glb", body_avatar, _motion(5), animation_name="m")
+    glb = save_gltf(tmp_path / "a.glb", body_avatar, wave_motion(5), animation_name="m")
     assert blender.glb_extras(glb) == {"frame_start": 0, "frame_end": 4, "fps": 25.0, "animation": "m"}
     assert blender.glb_extras(save_gltf(tmp_path / "b.glb", body_avatar)) == {}
     (tmp_path / "x.glb").write_bytes(b"not a glb")
