@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,11 +80,11 @@ class _Devtools:
 
 
 def visit(url: str, wait_s: float = 8.0, size: tuple[int, int] = (1300, 1000), selectors: tuple[str, ...] = (),
-          expressions: tuple[str, ...] = (), ready: str | None = None) -> PageVisit:  # fmt: skip
+          expressions: tuple[str, ...] = (), ready: str | None = None,
+          settled: Callable[[np.ndarray], bool] | None = None) -> PageVisit:  # fmt: skip
     """Open ``url`` in a fresh headless Chromium, wait ``wait_s`` seconds (or until the JS expression ``ready`` is
-    true, at most 4x as long), then read boxes/values, errors and a screenshot."""
-    import cv2
-
+    true, at most 4x as long; then, if given, until ``settled(screenshot)`` holds, at most 4x as long), then read
+    boxes/values, errors and a screenshot."""
     binary = chromium_binary()
     with tempfile.TemporaryDirectory(prefix="avatarize-chromium-") as profile:
         proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
@@ -114,6 +115,11 @@ def visit(url: str, wait_s: float = 8.0, size: tuple[int, int] = (1300, 1000), s
                     if dt.call("Runtime.evaluate", expression=ready, returnByValue=True)["result"].get("value"):
                         break
                     dt.pump(1.0)
+            if settled is not None:
+                for _ in range(int(2 * wait_s)):
+                    if settled(_screenshot(dt)):
+                        break
+                    dt.pump(2.0)
             result = PageVisit(screenshot=np.zeros((1, 1, 3), np.uint8))
             for sel in selectors:
                 expr = (f"(() => {{ const e = document.querySelector({json.dumps(sel)}); if (!e) return null; "
@@ -123,9 +129,7 @@ def visit(url: str, wait_s: float = 8.0, size: tuple[int, int] = (1300, 1000), s
             for expr in expressions:
                 result.values[expr] = dt.call("Runtime.evaluate", expression=expr, returnByValue=True,
                                               awaitPromise=True)["result"].get("value")  # fmt: skip
-            shot = dt.call("Page.captureScreenshot", format="png")["data"]
-            img = cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)
-            result.screenshot = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            result.screenshot = _screenshot(dt)
             for ev in dt.events:
                 method, params = ev.get("method"), ev.get("params", {})
                 if method == "Runtime.exceptionThrown":
@@ -144,6 +148,14 @@ def visit(url: str, wait_s: float = 8.0, size: tuple[int, int] = (1300, 1000), s
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _screenshot(dt: _Devtools) -> np.ndarray:
+    import cv2
+
+    shot = dt.call("Page.captureScreenshot", format="png")["data"]
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def region_std(image: np.ndarray, box: tuple[float, float, float, float], inset: int = 4) -> float:

@@ -70,6 +70,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _faded_in(screenshot: np.ndarray) -> bool:
+    """The scene fades in from white; done when the background below the meshes shows the viewer's dark grey."""
+    return float(screenshot[820:880, 400:900].mean()) < 100
+
+
 def _tree(path: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()}
 
@@ -96,12 +101,13 @@ def test_viewer_serves_a_locked_store_read_only(body_run):
                 assert proc.poll() is None, proc.stdout.read()
             else:
                 pytest.fail("the viewer did not answer on its port")
-            seen = visit(f"http://127.0.0.1:{port}/", wait_s=20, size=(1400, 900), selectors=("canvas",),
-                         expressions=("document.body.innerText",))  # fmt: skip
+            seen = visit(f"http://127.0.0.1:{port}/", wait_s=15, size=(1400, 900), selectors=("canvas",),
+                         expressions=("document.body.innerText",), settled=_faded_in)  # fmt: skip
         finally:
             proc.terminate()
             out = proc.communicate(timeout=30)[0]
     assert seen.errors == []
+    assert _faded_in(seen.screenshot)
     text = seen.values["document.body.innerText"]
     assert "frame 0" in text and "done" in text and "(read-only)" in text and "play 'wave'" in text
     box = seen.boxes["canvas"]
