@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from flows.pipeline import VideoResult
+    from flows.results import VideoResult
     from flows.store import RunStore
 
 log = logging.getLogger(__name__)
