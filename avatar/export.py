@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.lbs import NUM_JOINTS, local_rotations
 from avatar.model import Avatar
+from body.lbs import NUM_JOINTS, local_rotations
 from body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from body.motion import Motion
 from body.rotations import matrix_to_quaternion

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from avatar.config import AvatarConfig
-from avatar.lbs import global_joint_transforms, pose_features, skinning_transforms
+from avatar.lbs import pose_features
 from avatar.networks import PoseConditionedSDF, SkinningNet
 from avatar.poses import FramePoses
+from body.lbs import global_joint_transforms, skinning_transforms
 
 __all__ = ["Avatar", "build_networks", "load_avatar", "save_avatar"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from avatar.lbs import skin_points
 from avatar.model import Avatar
+from body.lbs import skin_points
 from body.motion import Motion
 
 __all__ = ["motion_tensors", "repose_fast", "repose_full"]

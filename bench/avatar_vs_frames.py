@@ -105,7 +105,7 @@ class Truth:
         self.grid = int(grid or d["grid"])
         # The clip's motion regenerated (the poses in the truth file must be these).
         motion = turn_and_wave_motion(len(d["global_orient"]), turns=1.0)
-        regen = np.stack([np.concatenate([p.global_orient, p.body_pose]) for p in motion])
+        regen = motion.poses
         stored = np.concatenate([d["global_orient"], d["body_pose"]], axis=1)
         if not np.allclose(regen, stored, atol=1e-5):
             raise RuntimeError(f"{truth_path}: poses differ from turn_and_wave_motion({len(stored)})")

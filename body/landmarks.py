@@ -6,6 +6,7 @@ correspondence on the loaded model (all 33 on the embedded model; fewer on a use
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 
 if TYPE_CHECKING:
     from body.model import BodyModel, BodyOutput
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MEDIAPIPE_LANDMARK_NAMES", "mediapipe_correspondences", "mediapipe_landmark_mask", "mediapipe_landmarks_3d"]
 
@@ -50,7 +53,12 @@ def mediapipe_correspondences(num_vertices: int) -> tuple[np.ndarray, np.ndarray
     Returns:
         joint_index (33,) int64 and vertex_index (33,) int64, -1 where the landmark is not that kind.
     """
-    from smplx.vertex_ids import vertex_ids as smplx_vertex_ids
+    try:  # the optional smplx package holds the vertex tables of SMPL-family meshes
+        from smplx.vertex_ids import vertex_ids as smplx_vertex_ids
+    except ImportError:
+        logger.info("smplx is not installed: MediaPipe landmarks on this %d-vertex model come from joints only",
+                    num_vertices)
+        smplx_vertex_ids = {}
 
     joint_index = np.full(len(MEDIAPIPE_LANDMARK_NAMES), -1, dtype=np.int64)
     vertex_index = np.full(len(MEDIAPIPE_LANDMARK_NAMES), -1, dtype=np.int64)

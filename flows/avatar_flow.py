@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import torch
 
     from avatar.model import Avatar
-    from avatar.train import SequenceFits
     from body.motion import Motion
+    from body.params import BodyParams
     from flows.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class StoreTrainingData:
 
     frames: list[int]
     meshes: list[tuple[torch.Tensor, torch.Tensor]]
-    fits: SequenceFits
+    fits: BodyParams
     fit_stage: list[str]
     cameras: torch.Tensor
     image_size: int
@@ -203,7 +203,7 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     """
     import torch
 
-    from avatar.train import SequenceFits
+    from body.params import BodyParams
     from flows.store import FrameStatus
 
     status = store.status()
@@ -242,7 +242,8 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
         )
     if (n_init := stages.count("init")) > 0:
         log.info("%s: %d of %d frames have no refined fit; using their initial fit", store.path, n_init, len(frames))
-    fit = {n: torch.stack([getattr(f, n)[i] for f, i in rows]) for n in names}
+    body = BodyParams.cat([f.body[i] for f, i in rows])
+    cameras = torch.stack([f.camera[i] for f, i in rows])
     keep = [candidates.index(t) for t in frames]
     weights, last = frame_quality_weights(store.read_loss(candidates)[keep])
     times = store.read_frames(frames).timestamp.astype(np.float64)
@@ -257,11 +258,9 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     return StoreTrainingData(
         frames=frames,
         meshes=meshes,
-        fits=SequenceFits(
-            betas=fit["betas"], global_orient=fit["global_orient"], body_pose=fit["body_pose"], transl=fit["transl"]
-        ),
+        fits=body,
         fit_stage=stages,
-        cameras=fit["camera"],
+        cameras=cameras,
         image_size=store.image_size,
         frame_weights=torch.from_numpy(weights),
         final_losses=last,

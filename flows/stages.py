@@ -118,15 +118,7 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 store.image_size,
                 config.fit,
             )
-        store.write_fit(
-            "init",
-            idx,
-            betas=fit.betas.cpu(),
-            global_orient=fit.global_orient.cpu(),
-            body_pose=fit.body_pose.cpu(),
-            transl=fit.transl.cpu(),
-            camera=fit.camera.cpu(),
-        )
+        store.write_fit("init", idx, **fit.body.to("cpu").as_dict(), camera=fit.camera.cpu())
         losses = [float(x) for x in fit.losses.cpu()]
         errors = [float(x) for x in fit.keypoint_error_px.cpu()]
     else:

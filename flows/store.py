@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import torch
     import trimesh
 
+    from body.params import BodyParams
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -199,19 +201,30 @@ class FitArrays:
 
     Attributes:
         indices: ``(n,) int64`` store positions t of the rows.
-        betas: ``(n, 10)`` shape coefficients.
-        global_orient: ``(n, 3)`` axis-angle root orientation.
-        body_pose: ``(n, 69)`` axis-angle body joint rotations.
-        transl: ``(n, 3)`` root translation in metres.
+        body: the body parameters of the n rows (:class:`body.params.BodyParams`: betas ``(n, 10)``, global_orient
+            ``(n, 3)``, body_pose ``(n, 69)`` axis-angle, transl ``(n, 3)`` metres); also readable as ``.betas`` etc.
         camera: ``(n, 3)`` camera parameters (e.g. weak-perspective scale, tx, ty).
     """
 
     indices: torch.Tensor
-    betas: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    transl: torch.Tensor
+    body: BodyParams
     camera: torch.Tensor
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.body.betas
+
+    @property
+    def global_orient(self) -> torch.Tensor:
+        return self.body.global_orient
+
+    @property
+    def body_pose(self) -> torch.Tensor:
+        return self.body.body_pose
+
+    @property
+    def transl(self) -> torch.Tensor:
+        return self.body.transl
 
 
 @dataclass
@@ -477,10 +490,13 @@ class RunStore:
         """Read body-fit parameters of ``stage`` for ``indices`` (default: all) as float32 CPU tensors."""
         import torch
 
+        from body.params import BodyParams
+
         stage = self._stage(stage)
         idx = self._indices(indices)
         fields = {name: torch.from_numpy(self._read_rows(f"fits/{stage}/{name}", idx)) for name in FIT_FIELDS}
-        return FitArrays(indices=torch.from_numpy(idx), **fields)
+        camera = fields.pop("camera")
+        return FitArrays(indices=torch.from_numpy(idx), body=BodyParams(**fields), camera=camera)
 
     def write_loss(self, indices: Any, losses: Any) -> None:
         """Write per-iteration refinement losses ``(n, k)`` with ``k <= refine_iters``; missing iterations

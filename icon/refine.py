@@ -17,6 +17,7 @@ import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmarks_3d
+from body.params import BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
@@ -399,10 +400,8 @@ def refine_body(
         else:
             camera_out = cam0.clone()  # exactly the input (no log/exp round trip)
     refined = BodyFit(
-        betas=betas.detach().expand(T, -1).clone(),
-        global_orient=orient.detach().clone(),
-        body_pose=pose.detach().clone(),
-        transl=transl().detach().clone(),
+        body=BodyParams(betas.detach().expand(T, -1).clone(), orient.detach().clone(), pose.detach().clone(),
+                        transl().detach().clone()),
         camera=camera_out.detach(),
         image_size=fit.image_size,
         losses=final.detach(),

@@ -2,9 +2,9 @@
 normals, BCE + Adam, resumable checkpoints and held-out evaluation (occupancy and full reconstructions).
 
 Samples are any objects with the ``icon.synth.SynthSample`` fields used here (``points``, ``occupancy``, the four
-normal maps, ``fit_betas``/``fit_global_orient``/``fit_body_pose``/``fit_transl``, ``camera``, and for
-reconstruction metrics ``vertices``/``faces``). Features are computed from the *perturbed* body fit, as at test time.
-Files are touched only through the explicit ``out_path`` / ``checkpoint_dir`` arguments.
+normal maps, ``fit_body``, ``camera``, and for reconstruction metrics ``vertices``/``faces``). Features are computed
+from the *perturbed* body fit, as at test time. Files are touched only through the explicit ``out_path`` /
+``checkpoint_dir`` arguments.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import OrthographicCamera
 from icon.implicit import (
     BodyPointFeatures,
@@ -173,7 +174,7 @@ def load_refined_fits(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
 def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.ndarray]]) -> list[Any]:
     """Copies of the samples whose fit is the refined one, carrying the normals predicted for it.
 
-    Each returned sample has ``fit_betas/fit_global_orient/fit_body_pose/fit_transl`` from ``refined[seed]`` and two
+    Each returned sample has ``fit_body`` from ``refined[seed]`` and two
     extra attributes ``predicted_normal_front/back`` ((S, S, 3) float16), so ``build_feature_cache`` computes body
     features from the fit the test-time pipeline would have and ``sample_degraded_normals`` can show the net real
     predictions. Samples without a refined entry are dropped.
@@ -184,8 +185,7 @@ def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.nd
         if r is None:
             continue
         c = copy.copy(s)
-        c.fit_betas, c.fit_global_orient = r["betas"], r["global_orient"]
-        c.fit_body_pose, c.fit_transl = r["body_pose"], r["transl"]
+        c.fit_body = BodyParams(*(np.asarray(r[name], np.float32)[None] for name in BODY_PARAM_NAMES))
         c.predicted_normal_front = r["normal_front"]
         c.predicted_normal_back = r["normal_back"]
         out.append(c)
@@ -193,11 +193,8 @@ def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.nd
 
 
 def _fit_vertices(model, sample) -> torch.Tensor:
-    def t(name: str) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(getattr(sample, name))[None], dtype=model.dtype, device=model.device)
-
     with torch.no_grad():
-        out = model(t("fit_betas"), t("fit_global_orient"), t("fit_body_pose"), t("fit_transl"))
+        out = model(**sample.fit_body.to(model.device, model.dtype).as_dict())
     return out.vertices[0].float()
 
 

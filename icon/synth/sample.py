@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from body.model import BodyModel
+from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
@@ -19,7 +20,7 @@ from icon.fit import BodyFit
 from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
 from icon.synth.config import SynthConfig
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
-from icon.synth.poses import BodyParams, perturb_params, sample_body_params
+from icon.synth.poses import perturb_params, sample_body_params
 
 __all__ = ["SynthSample", "body_vertices", "make_sample"]
 
@@ -42,8 +43,9 @@ class SynthSample:
         occupancy: (P,) float32, 1 inside the clothed mesh, 0 outside.
         vertices: (V, 3) float32 clothed mesh vertices (watertight, outward counter-clockwise faces).
         faces: (F, 3) int64 clothed mesh faces.
-        betas, global_orient, body_pose, transl: exact body parameters, float32 (10,), (3,), (69,), (3,).
-        fit_betas, fit_global_orient, fit_body_pose, fit_transl: perturbed ("fitted") body parameters.
+        body: exact body parameters (numpy float32, B = 1: betas (1, 10), global_orient (1, 3), body_pose (1, 69),
+            transl (1, 3)).
+        fit_body: perturbed ("fitted") body parameters, likewise.
         camera: (3,) float32 orthographic camera (scale px/m, cx px, cy px) for an S x S crop.
         garments: Garment family of each garment, e.g. ["loose_top", "trousers", "hair"].
         pose_family: The pose family the body pose was drawn around.
@@ -60,40 +62,26 @@ class SynthSample:
     occupancy: np.ndarray
     vertices: np.ndarray
     faces: np.ndarray
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-    fit_betas: np.ndarray
-    fit_global_orient: np.ndarray
-    fit_body_pose: np.ndarray
-    fit_transl: np.ndarray
+    body: BodyParams
+    fit_body: BodyParams
     camera: np.ndarray
     garments: list[str]
     pose_family: str
 
-    @property
-    def params(self) -> BodyParams:
-        """Exact body parameters."""
-        return BodyParams(self.betas, self.global_orient, self.body_pose, self.transl)
-
-    @property
-    def fit_params(self) -> BodyParams:
-        """Perturbed body parameters."""
-        return BodyParams(self.fit_betas, self.fit_global_orient, self.fit_body_pose, self.fit_transl)
+    @classmethod
+    def from_array_fields(cls, arrays: dict[str, np.ndarray], **others) -> SynthSample:
+        """Inverse of ``array_fields``: the flat arrays (body parameters without the batch axis) plus the
+        non-array fields (seed, garments, pose_family)."""
+        arrays = dict(arrays)
+        body = {name: arrays.pop(name)[None] for name in BODY_PARAM_NAMES}
+        fit = {name: arrays.pop("fit_" + name)[None] for name in BODY_PARAM_NAMES}
+        return cls(body=BodyParams(**body), fit_body=BodyParams(**fit), **arrays, **others)
 
     def fitted_body(self, device: torch.device | str | None = None) -> BodyFit:
         """The perturbed ("fitted") parameters and the camera as a one-frame ``icon.fit.BodyFit`` (the initial fit the
         SMPL feedback loop starts from); zero losses and keypoint error."""
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(a, np.float32)[None], device=device)
-
-        return BodyFit(
-            betas=t(self.fit_betas), global_orient=t(self.fit_global_orient), body_pose=t(self.fit_body_pose),
-            transl=t(self.fit_transl), camera=t(self.camera), image_size=int(self.rgb.shape[0]),
-            losses=torch.zeros(1, device=device), keypoint_error_px=torch.zeros(1, device=device),
-        )  # fmt: skip
+        camera = torch.as_tensor(np.asarray(self.camera, np.float32)[None], device=device)
+        return BodyFit.from_params(self.fit_body.to(device, torch.float32), camera, int(self.rgb.shape[0]))
 
     def orthographic_camera(self) -> OrthographicCamera:
         """The sample's camera as a batch-1 OrthographicCamera."""
@@ -102,21 +90,24 @@ class SynthSample:
         return OrthographicCamera(scale=c[0:1], cx=c[1:2], cy=c[2:3], width=s, height=s)
 
     def array_fields(self) -> dict[str, np.ndarray]:
-        """All numpy-array fields by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        """All numpy arrays by name; the body parameters flat without the batch axis (``betas`` (10,), ...,
+        ``fit_betas``, ...), as stored in shards."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        out.update({k: v[0] for k, v in self.body.to_npz_dict().items()})
+        out.update({k: v[0] for k, v in self.fit_body.to_npz_dict(prefix="fit_").items()})
+        return out
 
 
 def body_vertices(model: BodyModel, params: BodyParams, rest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posed (or, with ``rest``, T-pose shaped, untranslated) vertices (V, 3) and joints (24, 3) of one body."""
-
-    def t(a):
-        return torch.as_tensor(np.asarray(a)[None], dtype=model.dtype, device=model.device)
-
+    """Posed (or, with ``rest``, T-pose shaped, untranslated) vertices (V, 3) and joints (24, 3) of one body (B = 1)."""
+    if len(params) != 1:
+        raise ValueError(f"body_vertices poses one body (B = 1), got {len(params)}")
+    p = params.to(model.device, model.dtype)
     with torch.no_grad():
         if rest:
-            out = model(betas=t(params.betas))
+            out = model(betas=p.betas)
         else:
-            out = model(t(params.betas), t(params.global_orient), t(params.body_pose), t(params.transl))
+            out = model(p.betas, p.global_orient, p.body_pose, p.transl)
     return out.vertices[0].float(), out.joints[0].float()
 
 
@@ -188,7 +179,7 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     scale = rng.uniform(*config.fill_range) * size / extent
     shift = rng.uniform(-config.max_shift, config.max_shift, 2) * size / scale
     transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
-    params.transl = transl
+    params = params.replace(transl=transl[None])
     verts = (verts + transl).astype(np.float32)
     camera = OrthographicCamera(
         scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
@@ -238,14 +229,8 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
         occupancy=inside.astype(np.float32),
         vertices=verts,
         faces=tri_faces.astype(np.int64),
-        betas=params.betas,
-        global_orient=params.global_orient,
-        body_pose=params.body_pose,
-        transl=params.transl,
-        fit_betas=fit.betas,
-        fit_global_orient=fit.global_orient,
-        fit_body_pose=fit.body_pose,
-        fit_transl=fit.transl,
+        body=params,
+        fit_body=fit,
         camera=np.array([scale, size / 2.0, size / 2.0], np.float32),
         garments=[g.family for g in garments],
         pose_family=family,

@@ -9,10 +9,10 @@ import torch
 import trimesh
 
 from avatar.export import MATERIAL_COLOUR, save_gltf, save_mesh, save_mesh_glb, save_posed_meshes, top_k_weights
-from avatar.lbs import skin_points
 from avatar.model import load_avatar, save_avatar
 from avatar.repose import repose_fast
 from body import Motion
+from body.lbs import skin_points
 from tests.gltf_validator import assert_valid_glb
 
 _COMPONENTS = {pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_INT: np.uint32,
