@@ -99,6 +99,10 @@ class Avatar:
         """Forward skinning weights (B, N, 24) of canonical points (B, N, 3) in metres."""
         return self.forward_net(self.normalise(points))
 
+    def vertex_weights(self, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
+        """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
+        return torch.cat([self.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
+
     def canonical_sdf(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Signed distance (B, N) in metres of canonical points (B, N, 3) for pose features (B, 23, 6)."""
         x = self.normalise(points)

@@ -513,11 +513,6 @@ def _frame_poses(model: BodyModel, fits: BodyParams, t: int, config: AvatarConfi
     return fitted, held
 
 
-def _canonical_vertex_weights(avatar: Avatar, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
-    """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
-    return torch.cat([avatar.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
-
-
 def train_avatar(
     model: BodyModel,
     frames: Sequence[MeshLike],
@@ -595,7 +590,7 @@ def train_avatar(
     with torch.no_grad():
         verts, faces = extract_canonical_mesh(avatar, reference, tr.bounds, config.resolution,
                                               config.coarse_resolution)  # fmt: skip
-        weights = _canonical_vertex_weights(avatar, verts)
+        weights = avatar.vertex_weights(verts)
     avatar.vertices, avatar.faces, avatar.skin_weights = verts, faces, weights
     if progress is not None:
         progress("extract", 1, 1, {"vertices": float(len(verts))})

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from body.landmarks import mediapipe_correspondences
+from body.landmark_table import mediapipe_correspondences
 from body.lbs import pose_body
 from body.rotations import axis_angle_to_matrix, rot6d_to_matrix
 from body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS

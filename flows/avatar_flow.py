@@ -352,6 +352,32 @@ def _curve_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {k.replace("/", "."): np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
 
+def _training_info(
+    store_path: Path,
+    data: StoreTrainingData,
+    avatar: Avatar,
+    config: AvatarConfig,
+    body_model_path: str | None,
+    device: str,
+    change: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``training.json`` records about one avatar training: its inputs, settings and the held-pose change."""
+    return {
+        "store": str(store_path.resolve()),
+        "frames": data.frames,
+        "fit_stage": data.fit_stage,
+        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
+        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
+        "body_model": body_model_path,
+        "device": str(device),
+        "frame_times": [round(float(x), 4) for x in data.times],
+        "pose_smoothing_s": config.pose_smoothing_s,
+        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
+        "canonical_vertices": int(avatar.vertices.shape[0]),
+        "canonical_faces": int(avatar.faces.shape[0]),
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ training
 @task(name="train-avatar", cache_policy=NO_CACHE)
 def train_avatar_from_store(
@@ -432,21 +458,8 @@ def train_avatar_from_store(
     change = pose_change(avatar.fitted_poses, avatar.frame_poses)
     logger.info("avatar: held poses differ from the fits by %.1f deg per joint, %.1f deg root, %.1f cm on average",
                 change["joint_deg"].mean(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
-    info = {
-        "store": str(store_path.resolve()),
-        "frames": data.frames,
-        "fit_stage": data.fit_stage,
-        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
-        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
-        "body_model": body_model_path,
-        "device": str(device),
-        "frame_times": [round(float(x), 4) for x in data.times],
-        "pose_smoothing_s": config.pose_smoothing_s,
-        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
-        "canonical_vertices": int(avatar.vertices.shape[0]),
-        "canonical_faces": int(avatar.faces.shape[0]),
-        "seconds": {"read": round(t_read, 2), "train": round(t_train, 2)},
-    }
+    info = _training_info(store_path, data, avatar, config, body_model_path, device, change)
+    info["seconds"] = {"read": round(t_read, 2), "train": round(t_train, 2)}
     (avatar_dir / "training.json").write_text(json.dumps(info, indent=1))
     writable = open_run(store_path, "r+")
     writable.write_avatar_mesh(avatar.vertices.detach().cpu().numpy(), avatar.faces.detach().cpu().numpy())
@@ -636,7 +649,8 @@ def repose(
     lap("meshes")
     video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps)
     lap("video")
-    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar")
+    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar",
+                          animation_name=motion_path.stem)
     lap("gltf")
     seconds["total"] = time.perf_counter() - t0
     result = ReposeResult(avatar_dir=avatar_dir, motion_path=motion_path, out_dir=out_dir, quality=quality,

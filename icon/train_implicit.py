@@ -518,6 +518,66 @@ class ImplicitTrainResult:
     cache_seconds: float = 0.0
 
 
+def _net_and_optimizer(
+    ckpt: Path | None,
+    state: dict[str, Any] | None,
+    net_config: ImplicitConfig | None,
+    lr: float,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> tuple[ImplicitNet, torch.optim.Adam]:
+    """The net and its Adam optimiser in training mode: restored from the checkpoint in ``ckpt`` when ``state`` (its
+    state.json) is given, else a new net of ``net_config``."""
+    if state is not None:
+        net = load_implicit_net(ckpt / _WEIGHTS_FILE, device=device).train()
+        say(f"resuming from {ckpt} at step {state['step']}")
+    else:
+        net = ImplicitNet(net_config).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if state is not None:
+        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
+    return net, optimizer
+
+
+def _batch_loss(
+    net: torch.nn.Module, cache: FeatureCache, config: ImplicitTrainConfig, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Occupancy BCE of one random batch: ``config.batch_samples`` persons of ``cache``, ``points_per_sample`` cached
+    points each, clothed normals degraded as at test time (draws from ``gen``)."""
+    n_points = cache.sdf.shape[1]
+    per = min(config.points_per_sample, n_points)
+    idx = torch.randint(len(cache), (min(config.batch_samples, len(cache)),), generator=gen).to(device)
+    pidx = torch.rand(len(idx), n_points, generator=gen).argsort(dim=1)[:, :per].to(device)
+    body = cache.body_features(idx, pidx)
+    clothed = sample_degraded_normals(cache, idx, body.pixels, body.visibility, config, gen)
+    logits = net(assemble_features(body, clothed, net.config))
+    target = torch.gather(cache.occupancy[idx], 1, pidx)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def _heldout_reconstructions(
+    net: torch.nn.Module,
+    heldout_samples: Any,
+    model: Any,
+    config: ImplicitTrainConfig,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> ReconstructionEval | None:
+    """Chamfer/P2S of the first ``config.reconstructions`` held-out persons (None when off or without meshes)."""
+    if heldout_samples is None or config.reconstructions <= 0:
+        return None
+    chosen = [heldout_samples[i] for i in range(min(config.reconstructions, len(heldout_samples)))]
+    if not all(len(s.faces) for s in chosen):
+        say("held-out samples have no meshes: reconstruction metrics skipped")
+        return None
+    recon = evaluate_reconstructions(net, chosen, model, config.eval_resolution, device)
+    say(f"held-out reconstructions ({len(chosen)} persons, {config.eval_resolution}^3): Chamfer "
+        f"{recon.mean_chamfer:.3f} cm vs naked body {recon.mean_body_chamfer:.3f} cm "
+        f"({100 * recon.chamfer_reduction:.1f} % lower), P2S {np.mean(recon.p2s):.3f} vs "
+        f"{np.mean(recon.body_p2s):.3f} cm")  # fmt: skip
+    return recon
+
+
 def train_implicit(
     train_samples: Sequence[Any],
     heldout_samples: Sequence[Any] | None,
@@ -553,14 +613,7 @@ def train_implicit(
     t_start = time.perf_counter()
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state = read_checkpoint_state(ckpt) if ckpt is not None else None
-    if state is not None:
-        net = load_implicit_net(ckpt / _WEIGHTS_FILE, device=device).train()
-        say(f"resuming from {ckpt} at step {state['step']}")
-    else:
-        net = ImplicitNet(net_config).to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    if state is not None:
-        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
+    net, optimizer = _net_and_optimizer(ckpt, state, net_config, config.lr, device, say)
     step = int(state["step"]) if state else 0
     losses = [tuple(x) for x in state["losses"]] if state else []
     occupancy = [OccupancyEval(**e) for e in state["occupancy"]] if state else []
@@ -574,8 +627,6 @@ def train_implicit(
     cache_seconds = time.perf_counter() - t0
     say(f"feature caches built in {cache_seconds:.1f} s")
 
-    n_points = cache.sdf.shape[1]
-    per = min(config.points_per_sample, n_points)
     gen = torch.Generator()
 
     def make_state() -> dict[str, Any]:
@@ -600,13 +651,7 @@ def train_implicit(
         lr = learning_rate(step, config.steps, config.lr, config.warmup, config.lr_final_fraction)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        idx = torch.randint(len(cache), (min(config.batch_samples, len(cache)),), generator=gen).to(device)
-        pidx = torch.rand(len(idx), n_points, generator=gen).argsort(dim=1)[:, :per].to(device)
-        body = cache.body_features(idx, pidx)
-        clothed = sample_degraded_normals(cache, idx, body.pixels, body.visibility, config, gen)
-        logits = net(assemble_features(body, clothed, net.config))
-        target = torch.gather(cache.occupancy[idx], 1, pidx)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = _batch_loss(net, cache, config, gen, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -629,15 +674,5 @@ def train_implicit(
     if out_path is not None:
         save_implicit_net(out_path, net)
         say(f"weights written to {out_path}")
-    recon = None
-    if heldout_samples is not None and config.reconstructions > 0:
-        chosen = [heldout_samples[i] for i in range(min(config.reconstructions, len(heldout_samples)))]
-        if all(len(s.faces) for s in chosen):
-            recon = evaluate_reconstructions(net, chosen, model, config.eval_resolution, device)
-            say(f"held-out reconstructions ({len(chosen)} persons, {config.eval_resolution}^3): Chamfer "
-                f"{recon.mean_chamfer:.3f} cm vs naked body {recon.mean_body_chamfer:.3f} cm "
-                f"({100 * recon.chamfer_reduction:.1f} % lower), P2S {np.mean(recon.p2s):.3f} vs "
-                f"{np.mean(recon.body_p2s):.3f} cm")  # fmt: skip
-        else:
-            say("held-out samples have no meshes: reconstruction metrics skipped")
+    recon = _heldout_reconstructions(net, heldout_samples, model, config, device, say)
     return ImplicitTrainResult(net, step, losses, occupancy, recon, time.perf_counter() - t_start, cache_seconds)

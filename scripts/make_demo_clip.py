@@ -10,20 +10,17 @@ Usage: python scripts/make_demo_clip.py [--frames 30] [--fps 10] [--width 512] [
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from flows.video import write_video  # noqa: E402
-from geometry.cameras import PerspectiveCamera  # noqa: E402
-from icon.synth.appearance import Lighting  # noqa: E402
-from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion  # noqa: E402
+from body import BodyModel
+from flows.video import write_video
+from geometry.cameras import PerspectiveCamera
+from icon.synth.appearance import Lighting
+from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion
 
 OUTFIT_SEED = 7
 DISTANCE_M = 4.0

@@ -14,7 +14,7 @@ from body.model import BodyModel
 from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
-from geometry.render import render_mesh
+from geometry.render import RenderResult, render_mesh
 from geometry.surface import extract_surface
 from icon.fit import BodyFit
 from icon.synth.appearance import (
@@ -30,6 +30,7 @@ from icon.synth.degrade import degrade_image
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
 from icon.synth.poses import perturb_params, sample_body_params
 from icon.synth.scene import (
+    StudioLighting,
     ambient_occlusion,
     camera_rays,
     occluder_mask,
@@ -164,6 +165,147 @@ def _sample_points(
     return np.concatenate([surf, uniform]).astype(np.float32)
 
 
+def _clothed_surface(
+    cloth: ClothedField, config: SynthConfig, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clothed surface (V, 3) float, (F, 3) int on an isotropic grid over the person's box, and the (2, 3) cube
+    sampled. Every component is kept: at coarse grids a thin limb can separate from the torso, and dropping it would
+    remove body from the ground truth."""
+    box = cloth.bounds()
+    side = float((box[1] - box[0]).max())
+    spacing = side / (config.grid_resolution - 1)
+    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
+    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
+    verts, tri_faces = extract_surface(
+        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
+        inside="below", batch_points=2**17, keep_largest=False, device=device,
+    )  # fmt: skip
+    return verts, tri_faces, cube
+
+
+def _place_camera(
+    rng: np.random.Generator, rng_scene: np.random.Generator, verts: np.ndarray, tri_faces: np.ndarray,
+    config: SynthConfig,
+) -> tuple[np.ndarray, Camera, np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The person's translation (3,), the crop camera, its weak-perspective (scale, cx, cy) and the perspective
+    intrinsics (None for the original generator, focal 0 for a weak-perspective sample of a perspective config).
+
+    Weak perspective: the person fills fill_range of the crop, centred up to a small random shift (drawn for
+    perspective samples too, to keep the original stream aligned). Perspective: see ``perspective_crop_view``.
+    """
+    size = config.image_size
+    lo, hi = verts.min(0), verts.max(0)
+    extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
+    scale = rng.uniform(*config.fill_range) * size / extent
+    shift = rng.uniform(-config.max_shift, config.max_shift, 2) * size / scale
+    intrinsics = None if config.perspective_probability == 0 else np.zeros(3, np.float32)
+    if config.perspective_probability > 0 and rng_scene.random() < config.perspective_probability:
+        view = perspective_crop_view(
+            rng_scene, verts, tri_faces, size, config.fov_range, config.source_fill_range, config.source_size,
+            config.crop_margin,
+        )  # fmt: skip
+        return view.transl, view.camera, view.weak_perspective(), view.intrinsics
+    transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
+    camera = OrthographicCamera(
+        scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
+        cy=torch.tensor([size / 2.0]), width=size, height=size,
+    )  # fmt: skip
+    return transl, camera, np.array([scale, size / 2.0, size / 2.0], np.float32), intrinsics
+
+
+def _shade_hits(
+    rng: np.random.Generator, rng_scene: np.random.Generator, albedo: torch.Tensor, hits: torch.Tensor,
+    normals: torch.Tensor, view: torch.Tensor, bvh: MeshBVH, config: SynthConfig,
+) -> tuple[torch.Tensor, StudioLighting | None]:  # fmt: skip
+    """(N, 3) colours of the visible hits (N, 3) with normals (N, 3) and view directions (N, 3): the original
+    Lambert light, or studio lights with optional shadows and ambient occlusion (then also returned)."""
+    light = sample_lighting(rng)  # drawn in both modes: keeps the original stream aligned
+    if config.lighting != "studio":
+        return shade(albedo, normals, light), None
+    studio = sample_studio_lighting(rng_scene, config.specular)
+    shadow = shadow_factor(bvh, hits, normals, studio.key_direction) if config.shadows else None
+    occlusion = None
+    if config.ambient_occlusion_rays > 0:
+        occlusion = ambient_occlusion(bvh, hits, normals, rng_scene, config.ambient_occlusion_rays)
+    return shade_studio(albedo, normals, view, studio, shadow, occlusion), studio
+
+
+def _render_clothed(
+    rng: np.random.Generator,
+    rng_scene: np.random.Generator,
+    verts: np.ndarray,
+    tri_faces: np.ndarray,
+    transl: np.ndarray,
+    camera: Camera,
+    bvh: MeshBVH,
+    cloth: ClothedField,
+    materials: list,
+    config: SynthConfig,
+) -> tuple[torch.Tensor, RenderResult]:
+    """Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
+
+    Returns:
+        (S, S, 3) float image in [0, 1] and the mesh render (mask, normals) of the translated surface ``verts``.
+    """
+    v_t = torch.from_numpy(verts)[None]
+    f_t = torch.from_numpy(tri_faces)
+    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
+    mask = ren.mask[0]
+    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
+    field_device = cloth.vertices.device
+    field = cloth.evaluate((hits - torch.from_numpy(transl)).to(field_device))
+    albedo = label_albedo(field.label.cpu(), field.rest.cpu(), materials)
+    _, dirs = camera_rays(camera)
+    colour, studio = _shade_hits(rng, rng_scene, albedo, hits, ren.normal_front[0][mask], -dirs[mask], bvh, config)
+    kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
+    if kind == "floor":
+        floor_light = studio if studio is not None else sample_studio_lighting(rng_scene)
+        feet = verts[np.argmin(verts[:, 1])]
+        background = torch.from_numpy(render_floor(rng_scene, camera, bvh, feet, floor_light, config.shadows))
+    else:
+        background = torch.from_numpy(render_background(rng, kind, config.image_size))
+    image = background.clone()
+    image[mask] = colour
+    return image, ren
+
+
+def _finish_image(
+    rng_scene: np.random.Generator, image: torch.Tensor, mask: np.ndarray, config: SynthConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Partial occluder (composited into the image, removed from the mask) and degradations of the image.
+
+    Returns:
+        (S, S, 3) uint8 RGB, (S, S) bool visible mask, (S, S) bool mask before occluders (None without occluders).
+    """
+    mask_unoccluded = None
+    if config.occluder_probability > 0:
+        mask_unoccluded = mask.copy()
+        if rng_scene.random() < config.occluder_probability:
+            occ = occluder_mask(rng_scene, mask)
+            kind = ("flat", "noise", "tiles")[int(rng_scene.integers(3))]
+            occ_colour = render_background(rng_scene, kind, config.image_size)
+            image[torch.from_numpy(occ)] = torch.from_numpy(occ_colour[occ] * rng_scene.uniform(0.5, 1.0))
+            mask = mask & ~occ
+    img = image.numpy()
+    if config.degradations:
+        img, _ = degrade_image(rng_scene, img, config.degradations, config.degradation_probability)
+    return (img * 255.0 + 0.5).astype(np.uint8), mask, mask_unoccluded
+
+
+def _sample_outfit_and_materials(
+    rng: np.random.Generator, rng_scene: np.random.Generator, marks: RestLandmarks, posed: torch.Tensor,
+    rest: torch.Tensor, config: SynthConfig,
+) -> tuple[list, list]:  # fmt: skip
+    """The outfit and the materials (skin first, then one per garment; wide prints when switched on)."""
+    garments = sample_outfit(rng, marks, posed.cpu().numpy(), rest.cpu().numpy(), config.garment_probabilities)
+    materials = [sample_material(rng, "skin")] + [sample_material(rng, g.family) for g in garments]
+    if config.wide_prints:
+        materials = materials[:1] + [
+            widen_print(rng_scene, m) if g.family != "hair" else m for g, m in zip(garments, materials[1:], strict=True)
+        ]
+    return garments, materials
+
+
 def make_sample(
     seed: int, model: BodyModel, config: SynthConfig | None = None, device: torch.device | str | None = None
 ) -> SynthSample:
@@ -189,7 +331,7 @@ def make_sample(
     # Domain-randomisation draws come from their own stream, so the original stream (and output) is unchanged
     # whenever the switches are off.
     rng_scene = np.random.default_rng([int(seed), 0xD0A])
-    size = config.image_size
+    field_device = torch.device("cpu" if device is None else device)
 
     # Body (untranslated) and its rest pose.
     params, family = sample_body_params(
@@ -200,104 +342,21 @@ def make_sample(
     rest, rest_joints = body_vertices(model, params, rest=True)
     faces = model.faces.cpu()
     marks = RestLandmarks.from_joints(rest_joints.cpu().numpy())
-    garments = sample_outfit(rng, marks, posed.cpu().numpy(), rest.cpu().numpy(), config.garment_probabilities)
-    materials = [sample_material(rng, "skin")] + [sample_material(rng, g.family) for g in garments]
-    if config.wide_prints:
-        materials = materials[:1] + [
-            widen_print(rng_scene, m) if g.family != "hair" else m for g, m in zip(garments, materials[1:], strict=True)
-        ]
-    field_device = torch.device("cpu" if device is None else device)
+    garments, materials = _sample_outfit_and_materials(rng, rng_scene, marks, posed, rest, config)
     cloth = ClothedField(posed.to(field_device), faces.to(field_device), rest.to(field_device), marks, garments)
 
-    # Clothed surface on an isotropic grid over the person's box. Every component is kept: at coarse grids a thin
-    # limb can separate from the torso, and dropping it would remove body from the ground truth.
-    box = cloth.bounds()
-    side = float((box[1] - box[0]).max())
-    spacing = side / (config.grid_resolution - 1)
-    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
-    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
-    verts, tri_faces = extract_surface(
-        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
-        inside="below", batch_points=2**17, keep_largest=False, device=field_device,
-    )  # fmt: skip
+    verts, tri_faces, cube = _clothed_surface(cloth, config, field_device)
     if len(tri_faces) == 0:
         raise RuntimeError(f"seed {seed}: the clothed surface is empty")
 
-    # Weak-perspective camera: the person fills fill_range of the crop, centred up to a small random shift (drawn
-    # for perspective samples too, to keep the original stream aligned).
-    lo, hi = verts.min(0), verts.max(0)
-    extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
-    scale = rng.uniform(*config.fill_range) * size / extent
-    shift = rng.uniform(-config.max_shift, config.max_shift, 2) * size / scale
-    perspective = config.perspective_probability > 0 and rng_scene.random() < config.perspective_probability
-    intrinsics = None if config.perspective_probability == 0 else np.zeros(3, np.float32)
-    if perspective:
-        view = perspective_crop_view(
-            rng_scene, verts, tri_faces, size, config.fov_range, config.source_fill_range, config.source_size,
-            config.crop_margin,
-        )  # fmt: skip
-        transl, camera = view.transl, view.camera
-        weak = view.weak_perspective()
-        intrinsics = view.intrinsics
-    else:
-        transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
-        camera = OrthographicCamera(
-            scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
-            cy=torch.tensor([size / 2.0]), width=size, height=size,
-        )  # fmt: skip
-        weak = np.array([scale, size / 2.0, size / 2.0], np.float32)
+    transl, camera, weak, intrinsics = _place_camera(rng, rng_scene, verts, tri_faces, config)
     params = params.replace(transl=transl[None])
     verts = (verts + transl).astype(np.float32)
 
-    # Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
-    v_t = torch.from_numpy(verts)[None]
-    f_t = torch.from_numpy(tri_faces)
-    bvh = MeshBVH(v_t, f_t, sign_method="normal")
-    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
-    mask = ren.mask[0]
-    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
-    field = cloth.evaluate((hits - torch.from_numpy(transl)).to(field_device))
-    albedo = label_albedo(field.label.cpu(), field.rest.cpu(), materials)
-    light = sample_lighting(rng)
-    normals_hit = ren.normal_front[0][mask]
-    studio = None
-    if config.lighting == "studio":
-        studio = sample_studio_lighting(rng_scene, config.specular)
-        _, dirs = camera_rays(camera)
-        shadow = shadow_factor(bvh, hits, normals_hit, studio.key_direction) if config.shadows else None
-        occlusion = None
-        if config.ambient_occlusion_rays > 0:
-            occlusion = ambient_occlusion(bvh, hits, normals_hit, rng_scene, config.ambient_occlusion_rays)
-        colour = shade_studio(albedo, normals_hit, -dirs[mask], studio, shadow, occlusion)
-    else:
-        colour = shade(albedo, normals_hit, light)
-    kind = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
-    if kind == "floor":
-        floor_light = studio if studio is not None else sample_studio_lighting(rng_scene)
-        feet = verts[np.argmin(verts[:, 1])]
-        background = torch.from_numpy(render_floor(rng_scene, camera, bvh, feet, floor_light, config.shadows))
-    else:
-        background = torch.from_numpy(render_background(rng, kind, size))
-    image = background.clone()
-    image[mask] = colour
-
-    # Partial occluder in front of the person: composited into the image, removed from the mask.
-    mask_np = mask.numpy()
-    mask_unoccluded = None
-    if config.occluder_probability > 0:
-        mask_unoccluded = mask_np.copy()
-        if rng_scene.random() < config.occluder_probability:
-            occ = occluder_mask(rng_scene, mask_np)
-            occ_colour = render_background(rng_scene, ("flat", "noise", "tiles")[int(rng_scene.integers(3))], size)
-            image[torch.from_numpy(occ)] = torch.from_numpy(occ_colour[occ] * rng_scene.uniform(0.5, 1.0))
-            mask_np = mask_np & ~occ
-    img_np = image.numpy()
-    if config.degradations:
-        img_np, _ = degrade_image(rng_scene, img_np, config.degradations, config.degradation_probability)
-    rgb = (img_np * 255.0 + 0.5).astype(np.uint8)
-    keep = torch.from_numpy(mask_np)[..., None]
-    normal_front = (ren.normal_front[0] * keep).numpy().astype(np.float32)
-    normal_back = (ren.normal_back[0] * keep).numpy().astype(np.float32)
+    bvh = MeshBVH(torch.from_numpy(verts)[None], torch.from_numpy(tri_faces), sign_method="normal")
+    image, ren = _render_clothed(rng, rng_scene, verts, tri_faces, transl, camera, bvh, cloth, materials, config)
+    rgb, mask, mask_unoccluded = _finish_image(rng_scene, image, ren.mask[0].numpy(), config)
+    keep = torch.from_numpy(mask)[..., None]
 
     # Body normals of a perturbed fit (what a downstream net sees at test time).
     fit = perturb_params(
@@ -316,9 +375,9 @@ def make_sample(
     return SynthSample(
         seed=int(seed),
         rgb=rgb,
-        mask=mask_np,
-        normal_front=normal_front,
-        normal_back=normal_back,
+        mask=mask,
+        normal_front=(ren.normal_front[0] * keep).numpy().astype(np.float32),
+        normal_back=(ren.normal_back[0] * keep).numpy().astype(np.float32),
         body_normal_front=body_ren.normal_front[0].numpy().astype(np.float32),
         body_normal_back=body_ren.normal_back[0].numpy().astype(np.float32),
         points=pts,

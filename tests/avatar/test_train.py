@@ -73,7 +73,7 @@ def test_repose_fast_matches_training_meshes(body_model, trained):
         ours.append(float(chamfer_distance(posed[i], av.faces, v, f, n_samples=3000)))
         naked.append(float(chamfer_distance(body[i], body_model.faces, v, f, n_samples=3000)))
     ours, naked = np.array(ours), np.array(naked)  # cm
-    # Tiny training (seconds); bench/avatar.py measures the fast preset (~0.2 cm on 8 frames).
+    # Tiny training (seconds); bench/avatar_training.py measures the fast preset (~0.2 cm on 8 frames).
     assert ours.max() < 1.6, f"avatar Chamfer {ours} cm (naked body {naked})"
     assert ours.mean() < 0.6 * naked.mean(), f"avatar Chamfer {ours} cm (naked body {naked})"
 

@@ -28,7 +28,7 @@ NO_SMPLX_SCRIPT = textwrap.dedent(
             importlib.import_module(info.name)
     from body import BodyModel
     from icon.fit import FitConfig, fit_body
-    from tests.icon.synthetic_clip import make_clip
+    from icon.synth.clip import make_clip
     model = BodyModel()
     out = model(betas=torch.randn(2, 10), body_pose=0.3 * torch.randn(2, 69), transl=torch.randn(2, 3))
     assert out.vertices.shape == (2, model.num_vertices, 3) and torch.isfinite(out.vertices).all()

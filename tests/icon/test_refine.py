@@ -14,7 +14,7 @@ from geometry.diffrender import edge_topology
 from geometry.render import render_mesh
 from icon.fit import BodyFit
 from icon.refine import RefineConfig, downsample_targets, refine_body, refinement_loss
-from tests.icon.synthetic_clip import make_clip
+from icon.synth.clip import make_clip
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -6,31 +6,29 @@ posed meshes/s for fast and full re-posing, Chamfer (cm) of the avatar posed int
 truth (and vs each frame's own reconstruction when given), the naked-body baseline, and the error in 3 unseen poses
 relative to the training-pose error. Writes a JSON with all numbers.
 
-Usage: python bench/avatar.py [--frames 12] [--grid 128] [--preset fast] [--device cpu] [--out out/bench_avatar.json]
+Usage: python bench/avatar_training.py [--frames 12] [--grid 128] [--preset fast] [--device cpu]
+    [--out out/bench_avatar.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from avatar.config import AvatarConfig  # noqa: E402
-from avatar.repose import repose_fast, repose_full  # noqa: E402
-from avatar.train import train_avatar, vertex_visibility  # noqa: E402
-from body import BodyModel, Motion, load_motion  # noqa: E402
-from body.params import BodyParams  # noqa: E402
-from geometry.cameras import PerspectiveCamera  # noqa: E402
-from geometry.metrics import chamfer_distance  # noqa: E402
-from icon.synth.appearance import Lighting  # noqa: E402
-from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion  # noqa: E402
+from avatar.config import AvatarConfig
+from avatar.repose import repose_fast, repose_full
+from avatar.train import train_avatar, vertex_visibility
+from body import BodyModel, Motion, load_motion
+from body.params import BodyParams
+from geometry.cameras import PerspectiveCamera
+from geometry.metrics import chamfer_distance
+from icon.synth.appearance import Lighting
+from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion
 
 OUTFIT_SEED = 7
 DISTANCE_M = 4.0
