@@ -335,6 +335,48 @@ class Garment:
     volume: SkirtVolume | None = None
 
 
+def _add_extra_garments(
+    rng: np.random.Generator, p: dict[str, float], marks: RestLandmarks, posed: np.ndarray, rest: np.ndarray,
+    waist: float, garments: list[Garment],
+) -> None:  # fmt: skip
+    """Draw the WIDE_GARMENT_FAMILIES into ``garments`` (in place): wide skirts and baggy trousers replace skirts and
+    trousers; a long coat or an open jacket and a hood go over the outfit."""
+    u = rng.uniform
+    noise = SmoothNoise.sample
+    # Extra families: no draw at all when their probability is 0 (the original outfits stay bit-identical).
+    if p.get("wide_skirt", 0.0) > 0 and rng.random() < p["wide_skirt"]:
+        for i, g in enumerate(garments):
+            if g.family == "skirt":
+                vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.95), u(0.5, 1.1), rng)
+                garments[i] = Garment("wide_skirt", g.layers, vol)
+    if p.get("baggy_trousers", 0.0) > 0 and rng.random() < p["baggy_trousers"]:
+        for i, g in enumerate(garments):
+            if g.family == "trousers":
+                layer = OffsetLayer(
+                    thickness=u(0.02, 0.035), grow=u(0.05, 0.1), noise=u(0.008, 0.015), waist_y=waist,
+                    leg_length=u(0.9, 1.0), noise_field=noise(rng),
+                )  # fmt: skip
+                garments[i] = Garment("baggy_trousers", [layer])
+    if p.get("coat", 0.0) > 0 and rng.random() < p["coat"]:
+        # A long coat: thick sleeved upper layer plus a hanging volume from the waist to the knees or below.
+        top = OffsetLayer(
+            thickness=u(0.03, 0.045), grow=u(0.0, 0.02), noise=u(0.003, 0.008), hem_y=waist - 0.02,
+            neck_y=marks.neck_y + u(-0.02, 0.03), sleeve=u(0.85, 1.0), noise_field=noise(rng),
+        )  # fmt: skip
+        vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.85), u(0.05, 0.3), rng, margin=0.04)
+        garments.append(Garment("coat", [top], vol))
+    elif p.get("open_jacket", 0.0) > 0 and rng.random() < p["open_jacket"]:
+        layer = OffsetLayer(
+            thickness=u(0.028, 0.045), grow=u(0.0, 0.03), noise=u(0.003, 0.008), hem_y=marks.hip_y + u(-0.12, 0.05),
+            neck_y=marks.neck_y + u(-0.01, 0.03), sleeve=u(0.8, 1.0), noise_field=noise(rng), opening=u(0.03, 0.09),
+        )  # fmt: skip
+        garments.append(Garment("open_jacket", [layer]))
+    if p.get("hood", 0.0) > 0 and rng.random() < p["hood"]:
+        layer = OffsetLayer(thickness=u(0.03, 0.05), grow=u(0.02, 0.05), noise=u(0.002, 0.005), hood=True,
+                            noise_field=noise(rng))  # fmt: skip
+        garments.append(Garment("hood", [layer]))
+
+
 def sample_outfit(
     rng: np.random.Generator,
     marks: RestLandmarks,
@@ -408,38 +450,7 @@ def sample_outfit(
             long_hair=long_hair, noise_field=noise(rng, min_freq=20.0, max_freq=60.0),
         )  # fmt: skip
         garments.append(Garment("hair", [layer]))
-    # Extra families: no draw at all when their probability is 0 (the original outfits stay bit-identical).
-    if p.get("wide_skirt", 0.0) > 0 and rng.random() < p["wide_skirt"]:
-        for i, g in enumerate(garments):
-            if g.family == "skirt":
-                vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.95), u(0.5, 1.1), rng)
-                garments[i] = Garment("wide_skirt", g.layers, vol)
-    if p.get("baggy_trousers", 0.0) > 0 and rng.random() < p["baggy_trousers"]:
-        for i, g in enumerate(garments):
-            if g.family == "trousers":
-                layer = OffsetLayer(
-                    thickness=u(0.02, 0.035), grow=u(0.05, 0.1), noise=u(0.008, 0.015), waist_y=waist,
-                    leg_length=u(0.9, 1.0), noise_field=noise(rng),
-                )  # fmt: skip
-                garments[i] = Garment("baggy_trousers", [layer])
-    if p.get("coat", 0.0) > 0 and rng.random() < p["coat"]:
-        # A long coat: thick sleeved upper layer plus a hanging volume from the waist to the knees or below.
-        top = OffsetLayer(
-            thickness=u(0.03, 0.045), grow=u(0.0, 0.02), noise=u(0.003, 0.008), hem_y=waist - 0.02,
-            neck_y=marks.neck_y + u(-0.02, 0.03), sleeve=u(0.85, 1.0), noise_field=noise(rng),
-        )  # fmt: skip
-        vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.85), u(0.05, 0.3), rng, margin=0.04)
-        garments.append(Garment("coat", [top], vol))
-    elif p.get("open_jacket", 0.0) > 0 and rng.random() < p["open_jacket"]:
-        layer = OffsetLayer(
-            thickness=u(0.028, 0.045), grow=u(0.0, 0.03), noise=u(0.003, 0.008), hem_y=marks.hip_y + u(-0.12, 0.05),
-            neck_y=marks.neck_y + u(-0.01, 0.03), sleeve=u(0.8, 1.0), noise_field=noise(rng), opening=u(0.03, 0.09),
-        )  # fmt: skip
-        garments.append(Garment("open_jacket", [layer]))
-    if p.get("hood", 0.0) > 0 and rng.random() < p["hood"]:
-        layer = OffsetLayer(thickness=u(0.03, 0.05), grow=u(0.02, 0.05), noise=u(0.002, 0.005), hood=True,
-                            noise_field=noise(rng))  # fmt: skip
-        garments.append(Garment("hood", [layer]))
+    _add_extra_garments(rng, p, marks, posed, rest, waist, garments)
     return garments
 
 
