@@ -239,7 +239,7 @@ PRESETS: dict[str, dict] = {
         "backgrounds": BACKGROUND_KINDS,
         "occluder_probability": 0.2,
         "degradations": DEGRADATIONS,
-        "degradation_probability": 0.25,
+        "degradation_probability": 0.15,
         "pose_families": POSE_FAMILIES,
         "beta_distribution": "uniform",
         "beta_clip": 3.0,

@@ -35,7 +35,7 @@ def apply_degradation(rng: np.random.Generator, image: np.ndarray, kind: str) ->
     elif kind == "gamma":
         out = np.clip(img, 0, 1) ** rng.uniform(0.6, 1.6)
     elif kind == "low_light":
-        dark = img * rng.uniform(0.15, 0.45)
+        dark = img * rng.uniform(0.3, 0.6)
         out = dark + rng.normal(0.0, rng.uniform(0.01, 0.03), img.shape).astype(np.float32)
     elif kind == "motion_blur":
         length = int(rng.integers(3, max(4, img.shape[0] // 24) + 1))
