@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+
 from bench.validation_data import DEFAULT_ROOT, load_subjects, outfit_table_rows, render_in_crop
 
 COLUMNS = [f"{src}_{side}" for side in ("front", "back") for src in ("body_init", "pred_init", "body_refined", "pred")]

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 
-
 def _default_root() -> Path:
     """$AVATARIZE_VALIDATION, else the nearest ``shared/validation`` beside a folder above this checkout."""
     if os.environ.get("AVATARIZE_VALIDATION"):
@@ -78,7 +77,7 @@ def load_subject(folder: Path) -> ValidationSubject:
 
 
 def load_subjects(root: Path = DEFAULT_ROOT, subjects: list[int] | None = None, limit: int | None = None):
-    """Yield `ValidationSubject`s of ``root/subjects`` in index order (optionally only ``subjects``, at most ``limit``)."""
+    """Yield `ValidationSubject`s of ``root/subjects`` in index order (only ``subjects``, at most ``limit``)."""
     folders = sorted(p for p in (Path(root) / "subjects").iterdir() if p.is_dir() and p.name.isdigit())
     if not folders:
         raise SystemExit(f"no validation subjects under {root}/subjects (see ../shared/validation/README.md)")
