@@ -4,7 +4,7 @@ inside the person mask, per outfit. The ground truth is ray-cast from each subje
 camera into the pipeline's person crop; the fit and the net run as `avatarize reconstruct` runs them (MediaPipe
 detection, crop, initial fit, SMPL feedback loop). Measuring only: nothing here is trained or tuned on this set.
 
-    python -m bench.normals_validation [--limit N] [--subjects 0 5 9] [--overlays out/normals_validation]
+    python bench/normals_validation.py [--limit N] [--subjects 0 5 9] [--overlays out/normals_validation]
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-
-from bench.validation_data import DEFAULT_ROOT, load_subjects, outfit_table_rows, render_in_crop
+from validation_data import DEFAULT_ROOT, load_subjects, outfit_table_rows, render_in_crop
 
 COLUMNS = [f"{src}_{side}" for side in ("front", "back") for src in ("body_init", "pred_init", "body_refined", "pred")]
 
