@@ -562,7 +562,7 @@ def train_avatar(
         frames: T meshes (vertices (V_t, 3) metres, faces (F_t, 3)) in the same space as the fits.
         fits: per-frame body parameters: betas (num_betas,) or (T, num_betas), global_orient (T, 3), body_pose
             (T, 69), transl (T, 3), e.g. ``SequenceFits`` or icon's ``BodyFit``.
-        config: settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` for CPU).
+        config: settings (default ``AvatarConfig()``; the ``fast`` preset's ``avatar:`` section for CPU).
         frame_weights: (T,) per-frame quality in [0, 1] (e.g. from the refinement loss); default ones.
         point_confidence: per frame, (V_t,) per-vertex confidence in [0, 1] (e.g. ``vertex_visibility``): points
             seen by the camera count fully, unseen ones by ``config.visibility_floor``; default ones.

@@ -26,6 +26,8 @@ from avatar.config import AvatarConfig  # noqa: E402
 from avatar.repose import repose_fast, repose_full  # noqa: E402
 from avatar.train import SequenceFits, train_avatar, vertex_visibility  # noqa: E402
 from body import BodyModel, Motion, load_motion  # noqa: E402
+from flows.bundled import default_motion_path  # noqa: E402
+from flows.config import preset_avatar_config  # noqa: E402
 from geometry.cameras import PerspectiveCamera  # noqa: E402
 from geometry.metrics import chamfer_distance  # noqa: E402
 from icon.synth.appearance import Lighting  # noqa: E402
@@ -46,7 +48,7 @@ def unseen_poses() -> dict[str, np.ndarray]:
     step[0, 0], step[3, 0] = -0.6, 0.9  # left hip flexed, knee bent
     step[1, 0] = 0.25
     step[15, 2], step[16, 2] = -1.1, 1.1
-    wave = load_motion(ROOT / "assets" / "motions" / "wave.npz")
+    wave = load_motion(default_motion_path())
     peak = wave.body_pose[wave.num_frames // 2]
     return {"arms_forward": arms_forward.reshape(69), "step": step.reshape(69), "wave_peak": peak}
 
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"ground truth: {args.frames} frames in {time.perf_counter() - t0:.1f} s "
           f"(outfit: {', '.join(g.family for g in person.garments)})")  # fmt: skip
 
-    config = AvatarConfig.fast() if args.preset == "fast" else AvatarConfig()
+    config = preset_avatar_config("fast") if args.preset == "fast" else AvatarConfig()
     t0 = time.perf_counter()
     avatar = train_avatar(model, frames, fits, config, point_confidence=visibility, device=args.device)
     train_s = time.perf_counter() - t0
@@ -95,7 +97,7 @@ def main() -> None:
 
     motion = Motion(fps=10.0, global_orient=fits.global_orient, body_pose=fits.body_pose, transl=fits.transl)
     posed = repose_fast(avatar, motion)
-    wave = load_motion(ROOT / "assets" / "motions" / "wave.npz")
+    wave = load_motion(default_motion_path())
     repose_fast(avatar, wave)  # warm-up
     t0 = time.perf_counter()
     reps = 3

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from body import BodyModel  # noqa: E402
+from flows.bundled import weights_path  # noqa: E402
 from geometry.metrics import reconstruction_metrics  # noqa: E402
 from icon.fit import BodyFit  # noqa: E402
 from icon.implicit import load_implicit_net  # noqa: E402
@@ -33,7 +34,7 @@ from icon.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
 from icon.refine import RefineConfig  # noqa: E402
 from icon.synth.shards import load_shard, shard_paths  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = weights_path("normal_net").parent
 
 
 def body_mesh(model, fit: BodyFit) -> torch.Tensor:

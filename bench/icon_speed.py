@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from body import BodyModel  # noqa: E402
+from flows.bundled import weights_path  # noqa: E402
 from geometry.render import render_mesh  # noqa: E402
 from icon.fit import FitConfig, fit_body  # noqa: E402
 from icon.implicit import load_implicit_net, reconstruct_surface  # noqa: E402
@@ -24,7 +25,7 @@ from icon.normal_net import load_normal_net, predict_normals  # noqa: E402
 from icon.refine import RefineConfig, refine_body  # noqa: E402
 from tests.icon.synthetic_clip import make_clip  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = weights_path("normal_net").parent
 
 
 def _sync(device: torch.device) -> None:

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 
 from avatar.config import AvatarConfig
+from flows.bundled import default_motion_path
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +52,8 @@ __all__ = [
     "train_avatar_from_store",
 ]
 
-DEFAULT_MOTION = Path(__file__).resolve().parent.parent / "assets" / "motions" / "wave.npz"
-"""The bundled 3 s wave (assets/motions/README.md), used for previews."""
+DEFAULT_MOTION = default_motion_path()
+"""The bundled 3 s wave (body/data/motions/README.md), used for previews."""
 QUALITY_FLOOR = 0.2
 """Lowest per-frame quality weight given to a frame with a high refinement loss."""
 VIDEO_SIZE = 512
@@ -359,7 +360,7 @@ def train_avatar_from_store(
     store_path: str | Path,
     config: AvatarConfig | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> Path:
@@ -371,7 +372,7 @@ def train_avatar_from_store(
 
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
-        config: avatar training settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` on a CPU).
+        config: avatar training settings (default ``AvatarConfig()``; the ``fast`` preset's section on a CPU).
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).
         device: torch device ("auto" picks CUDA when available).
         min_frames: fewest usable frames accepted.
@@ -585,7 +586,7 @@ def repose(
     fps: float | None = None,
     quality: Literal["fast", "full"] = "fast",
     max_frames: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> ReposeResult:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated ``avatar.glb``.
 
@@ -730,7 +731,7 @@ def train_avatar_flow(
     preview: bool = True,
     preview_frames: int | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> AvatarFlowResult:
@@ -739,7 +740,7 @@ def train_avatar_flow(
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
         config: avatar training settings (default ``AvatarConfig()``).
-        motion_path: preview motion (default: the bundled ``assets/motions/wave.npz``).
+        motion_path: preview motion (default: the bundled wave, ``body/data/motions/wave.npz``).
         preview: re-pose the avatar with the motion (fast quality) into ``<avatar dir>/preview``.
         preview_frames: pose at most this many frames of the preview motion.
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).

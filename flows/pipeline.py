@@ -668,12 +668,13 @@ def render_frame_preview(ctx: FrameContext, t: int) -> None:
     write_png(_tile_path(ctx.preview_dir, t), tile)
 
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 _nets: dict[tuple[str, str, str], Any] = {}
 
 
 def _weights_path(configured: str | None, default_name: str) -> Path:
-    path = Path(configured) if configured else WEIGHTS_DIR / default_name
+    from flows.bundled import weights_path
+
+    path = Path(configured) if configured else weights_path(default_name.removesuffix(".safetensors"))
     if not path.is_file():
         raise FileNotFoundError(
             f"network weights {path} not found; pass an existing file in the config "

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from flows import pipeline
+from flows.bundled import demo_clip_path
 from flows.store import FrameStatus, open_run
 
-DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
+DEMO = demo_clip_path()
 
 
 @pytest.mark.slow
