@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.pipeline import DirectoryResult, FrameRecord, VideoResult
+    from flows.results import DirectoryResult, FrameRecord, VideoResult
 
 __all__ = ["frame_table", "publish_directory_artifact", "publish_video_artifacts", "video_summary_markdown"]
 

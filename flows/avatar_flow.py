@@ -384,7 +384,7 @@ def train_avatar_from_store(
     from avatar.model import save_avatar
     from avatar.poses import pose_change
     from avatar.train import train_avatar
-    from flows.pipeline import body_model
+    from flows.resources import body_model
     from flows.runners import resolve_device
     from flows.store import open_run
 

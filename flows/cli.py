@@ -195,7 +195,7 @@ def frames(
 ) -> None:
     """Crops, masks, keypoints, body fit and a contact sheet of a short clip as plain files (no store, no server)."""
     cfg = _load_cfg(config, sets, fps, max_frames)
-    from flows.pipeline import extract_to_files
+    from flows.extract_files import extract_to_files
     from flows.video import VideoError
 
     try:

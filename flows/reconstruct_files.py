@@ -132,8 +132,8 @@ def reconstruct_images(
     import torch
     import trimesh
 
-    from flows.pipeline import body_model, load_networks, resolve_config
     from flows.previews import write_png
+    from flows.resources import body_model, load_networks, resolve_config
     from flows.runners import resolve_device
     from icon.fit import fit_body
     from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
