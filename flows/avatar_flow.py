@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 from avatar.config import AvatarConfig
 from flows.bundled import default_motion_path
+from flows.resources import emit_progress
 
 if TYPE_CHECKING:
     import torch
@@ -411,7 +412,7 @@ def train_avatar_from_store(
 
     prior = _resumable_history(checkpoints)
     live: dict[str, list[float]] = {}
-    last_logged: dict[str, int] = {}
+    started: dict[str, tuple[float, int]] = {}
 
     def progress(stage: str, step: int, total: int, losses: dict[str, float]) -> None:
         if stage in _STAGE_ORDER:  # mirror train_avatar's history, so a later resume keeps these curves
@@ -419,10 +420,13 @@ def train_avatar_from_store(
                 live.setdefault(f"{stage}/{k}", []).append(float(v))
             live.setdefault(f"{stage}/step", []).append(float(step))
             (checkpoints / "history.json").write_text(json.dumps(_merge_history(prior, live)))
-        tenth = max(total // 10, 1)
-        if stage != "extract" and (step == total or step // tenth != last_logged.get(stage, -1)):
-            last_logged[stage] = step // tenth
-            logger.info("avatar %s %d/%d loss %.4f", stage, step, total, losses.get("total", float("nan")))
+        emit_progress("steps", label=f"avatar {stage}", completed=step, total=total)
+        t_start, step0 = started.setdefault(stage, (time.perf_counter(), step))
+        if step == total and stage != "extract":  # one line per stage; the console's bar shows the steps between
+            secs = time.perf_counter() - t_start
+            rate = (step - step0) / secs if secs > 0 else float("nan")
+            logger.info("avatar %s: %d steps in %.0f s (%.1f steps/s), loss %.4f", stage, total, secs, rate,
+                        losses.get("total", float("nan")))  # fmt: skip
 
     t1 = time.perf_counter()
     avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
@@ -543,9 +547,11 @@ def _pose_meshes(avatar: Avatar, motion: Motion, quality: str) -> list[tuple[np.
         faces = avatar.faces.cpu().numpy()
         return [(v, faces) for v in posed]
     out = []
-    for pose, transl in zip(motion.poses, motion.transl, strict=True):
+    for k, (pose, transl) in enumerate(zip(motion.poses, motion.transl, strict=True)):
+        emit_progress("steps", label="re-posing", completed=k, total=motion.num_frames)
         v, f = repose_full(avatar, pose, transl)
         out.append((v.cpu().numpy(), f.cpu().numpy()))
+    emit_progress("steps", label="re-posing", completed=motion.num_frames, total=motion.num_frames)
     return out
 
 

@@ -13,8 +13,56 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 app = typer.Typer(no_args_is_help=True, help="Turn a video of a person into an animatable clothed 3D avatar.")
 
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show third-party start-up output, engine logs and full tracebacks.")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="Level of the project's log lines: DEBUG, INFO, WARNING or ERROR.")
+]
+
+
+def _console_command(fn):
+    """Give a command ``-v/--verbose`` and ``--log-level``, set the console up before it runs (flows/console.py), and
+    end it on an expected error (bad input, bad config, busy store) with one line and exit code 1."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+    extra = [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOption),
+             inspect.Parameter("log_level", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=LogLevelOption)]
+
+    @functools.wraps(fn)
+    def wrapper(*args, verbose: bool = False, log_level: str | None = None, **kwargs):
+        from flows.console import configure_console, expected_errors, fail
+
+        try:
+            configure_console(verbose, log_level)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--log-level") from e
+        try:
+            return fn(*args, **kwargs)
+        except expected_errors() as e:
+            fail(str(e), e)
+            raise typer.Exit(1) from e
+
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    wrapper.__annotations__ = {**fn.__annotations__, "verbose": VerboseOption, "log_level": LogLevelOption}
+    return wrapper
+
+
+def _prefect_session(out_dir: Path | None) -> None:
+    """Before prefect's import: a private, analytics-free database for any temporary server; after: engine chatter
+    filtered off the console."""
+    from flows.console import filter_prefect_logs, private_prefect_env
+
+    os.environ.update(private_prefect_env(out_dir))
+    import prefect  # noqa: F401
+
+    filter_prefect_logs()
+
 
 @app.command()
+@_console_command
 def version() -> None:
     """Print the avatarize version."""
     from importlib.metadata import version as _v
@@ -84,6 +132,7 @@ _DEVICES_HELP = "Devices the frame tasks lease, e.g. cpu,cpu or cuda:0,cuda:1."
 
 
 @app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def run(
     source: Annotated[Path, typer.Argument(help="A video file, or a folder scanned recursively for videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -102,40 +151,19 @@ def run(
     """Process one video (or every new/changed video of a folder) into run stores with previews."""
     cfg = _load_cfg(config, sets, fps, max_frames)
     runner_cfg = _runner_cfg(runner, devices, workers, dask_address)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    if not source.is_dir():
+        from flows.video import probe_video
 
+        probe_video(source)  # a missing, empty or non-video file fails here, before any server starts
+    _prefect_session(out)
     from flows import pipeline
-    from flows.video import VideoError
+    from flows.console import progress_bars
 
-    console = Console(stderr=True)
-    bars: dict[str, int] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-
-        def on_event(event: str, data: dict) -> None:
-            key = data["video"]
-            if key not in bars:
-                bars[key] = progress.add_task(Path(key).name, total=None)
-            if event == "video":
-                progress.update(bars[key], description=f"{Path(key).name} [dim]{data['stage']}[/]")
-            elif event == "frames":
-                progress.update(bars[key], total=data["total"], completed=data["finished"])
-
-        pipeline.add_progress_listener(on_event)
-        try:
-            if source.is_dir():
-                result = pipeline.process_directory(
-                    source, out, cfg, runner_cfg, batch_size, settle_seconds=settle_seconds
-                )
-            else:
-                result = pipeline.process_video(source, out, cfg, runner_cfg, batch_size, overwrite=overwrite)
-        except (VideoError, pipeline.RunStoreMismatchError, pipeline.PathEscapeError, pipeline.RunStoreBusyError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(1) from e
-        finally:
-            pipeline.remove_progress_listener(on_event)
+    with progress_bars():
+        if source.is_dir():
+            result = pipeline.process_directory(source, out, cfg, runner_cfg, batch_size, settle_seconds=settle_seconds)
+        else:
+            result = pipeline.process_video(source, out, cfg, runner_cfg, batch_size, overwrite=overwrite)
     if source.is_dir():
         typer.echo(result.message)
         for r in result.processed:
@@ -152,6 +180,7 @@ def run(
 
 
 @app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def serve(
     video_dir: Annotated[Path, typer.Argument(help="Folder to scan for new or changed videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (holds the ledger).")],
@@ -167,6 +196,7 @@ def serve(
     """Serve process_directory on a cron schedule from this process (needs a Prefect server; Ctrl-C stops)."""
     cfg = _load_cfg(config, sets)
     runner_cfg = _runner_cfg(runner, devices, workers, None)
+    _prefect_session(out)
     from flows.pipeline import process_directory
 
     process_directory.serve(
@@ -185,6 +215,7 @@ def serve(
 
 
 @app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def frames(
     video: Annotated[Path, typer.Argument(help="The video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; files go to <out>/<video-stem>/.")],
@@ -195,18 +226,16 @@ def frames(
 ) -> None:
     """Crops, masks, keypoints, body fit and a contact sheet of a short clip as plain files (no store, no server)."""
     cfg = _load_cfg(config, sets, fps, max_frames)
+    from flows.console import progress_bars
     from flows.extract_files import extract_to_files
-    from flows.video import VideoError
 
-    try:
+    with progress_bars():
         folder = extract_to_files(video, out, cfg)
-    except VideoError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
     typer.echo(str(folder))
 
 
 @app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/demo"),
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "fast",
@@ -222,7 +251,9 @@ def demo(
     if not video.is_file():
         typer.echo(f"error: {video} is missing; regenerate it with `python scripts/make_demo_clip.py`", err=True)
         raise typer.Exit(1)
+    _prefect_session(out)
     from flows import pipeline
+    from flows.console import progress_bars
 
     typer.echo(
         f"avatarize demo: {video.name} (a synthetic clothed person turning around), preset '{config}': "
@@ -230,7 +261,8 @@ def demo(
         f"{cfg.person.crop_size}px crops."
     )
     t0 = time.perf_counter()
-    result = pipeline.process_video(video, out, cfg, replace_mismatched=True)
+    with progress_bars():
+        result = pipeline.process_video(video, out, cfg, replace_mismatched=True)
     typer.echo(f"{result.message} in {time.perf_counter() - t0:.0f} s")
     typer.echo(f"  store (open with flows.store.open_run or xarray.open_zarr): {result.store}")
     typer.echo(f"  contact sheet (crops with the fitted body overlaid): {result.contact_sheet}")
@@ -267,6 +299,7 @@ def _torch_device(device: str) -> str:
 
 
 @train_app.command("implicit", cls=_keys_help("flows.cli_options:ImplicitTraining", "net architecture, training"))
+@_console_command
 def train_implicit_cmd(
     data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
     heldout: Annotated[
@@ -368,6 +401,7 @@ def _normal_items(folder: Path, preload: bool, option: str):
 
 
 @train_app.command("normal-net", cls=_keys_help("flows.cli_options:NormalNetTraining", "net architecture, training"))
+@_console_command
 def train_normal_net_cmd(
     data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
     heldout: Annotated[
@@ -423,6 +457,7 @@ def train_normal_net_cmd(
 
 # --------------------------------------------------------------------------------------------------- avatar commands
 @app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def avatar(
     store: Annotated[Path, typer.Argument(help="A run store (<out>/<stem>.zarr) with reconstructed frames.")],
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
@@ -440,14 +475,16 @@ def avatar(
     (run this again when that run has finished).
     """
     cfg = _load_cfg(config, sets).avatar  # the preset's (or file's) avatar section plus `--set avatar.<key>=...`
+    _prefect_session(out or store.parent)
     from flows.avatar_flow import train_avatar_flow
-    from flows.store import RunStoreError, lock_run
+    from flows.console import fail, progress_bars
+    from flows.store import lock_run
 
     try:
-        with lock_run(store, timeout_s=0):
+        with lock_run(store, timeout_s=0), progress_bars():
             result = train_avatar_flow(store, cfg, motion_path=motion, preview=preview, out_dir=out, device=device)
-    except (RunStoreError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
+    except ValueError as e:  # the store's own errors and unusable training inputs
+        fail(str(e), e)
         raise typer.Exit(1) from e
     typer.echo(f"avatar: {result.avatar_dir} ({result.seconds['total']:.0f} s)")
     typer.echo(f"  training curves: {result.curves_png or '(none)'}")
@@ -457,6 +494,7 @@ def avatar(
 
 
 @app.command()
+@_console_command
 def repose(
     avatar_dir: Annotated[Path, typer.Argument(help="Avatar folder (written by `avatarize avatar`).")],
     motion: Annotated[Path, typer.Argument(help="Motion file: AMASS or plain SMPL .npz.")],
@@ -469,12 +507,16 @@ def repose(
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated avatar.glb."""
     if quality not in ("fast", "full"):
         raise typer.BadParameter(f"expected fast or full, got {quality!r}", param_hint="--quality")
+    _prefect_session(out)
     from flows.avatar_flow import repose as repose_flow
+    from flows.console import fail, progress_bars
 
     try:
-        result = repose_flow(avatar_dir, motion, out, fps=fps, quality=quality, max_frames=max_frames, device=device)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
+        with progress_bars():
+            result = repose_flow(avatar_dir, motion, out, fps=fps, quality=quality, max_frames=max_frames,
+                                 device=device)  # fmt: skip
+    except ValueError as e:  # unreadable motion or avatar folder
+        fail(str(e), e)
         raise typer.Exit(1) from e
     typer.echo(f"{result.n_frames} frames at {result.fps:g} fps ({result.quality}) in {result.seconds['total']:.1f} s")
     typer.echo(f"  meshes: {result.out_dir / 'meshes'} ({len(result.mesh_paths)} PLY)")
@@ -483,6 +525,7 @@ def repose(
 
 
 @app.command("reconstruct", cls=_PIPELINE_KEYS)
+@_console_command
 def reconstruct_cmd(
     source: Annotated[Path, typer.Argument(help="An image, or a folder of images (each reconstructed on its own).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -492,12 +535,13 @@ def reconstruct_cmd(
 ) -> None:
     """ICON on images: *_recon.obj, *_body.obj, *_fit.npz and an overlay PNG per image."""
     cfg = _load_cfg(config, sets)
+    from flows.console import fail
     from flows.reconstruct_files import reconstruct_images
 
     try:
         results = reconstruct_images(source, out, cfg, mask=mask)
     except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
+        fail(str(e), e)
         raise typer.Exit(1) from e
     for r in results:
         if r.skipped:

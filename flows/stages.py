@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import PipelineConfig
 from flows.detection import crop_boxes, detect_frames, iter_crops
-from flows.resources import body_model, body_model_id, code_version, device_scope, run_logger
+from flows.resources import body_model, body_model_id, code_version, device_scope, emit_progress, run_logger
 from flows.results import FrameRecord, SourceInfo
 from flows.resume import mark_stage
 from flows.store import FrameStatus, RunAttrs, create_run, open_run
@@ -117,7 +117,9 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 torch.from_numpy(fr.mask),
                 store.image_size,
                 config.fit,
-            )
+                progress=lambda stage, step, total: emit_progress("steps", label=f"fit {stage}", completed=step,
+                                                                  total=total),
+            )  # fmt: skip
         store.write_fit(
             "init",
             idx,
