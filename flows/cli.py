@@ -53,9 +53,12 @@ def _console_command(fn):
 def _prefect_session(out_dir: Path | None) -> None:
     """Before prefect's import: a private, analytics-free database for any temporary server; after: engine chatter
     filtered off the console."""
+    import sys
+
     from flows.console import filter_prefect_logs, private_prefect_env
 
-    os.environ.update(private_prefect_env(out_dir))
+    if "prefect" not in sys.modules:  # prefect reads its settings once, on import (already done in-process by tests)
+        os.environ.update(private_prefect_env(out_dir))
     import prefect  # noqa: F401
 
     filter_prefect_logs()

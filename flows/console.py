@@ -84,6 +84,7 @@ class ConsoleState:
 
 
 _state: ConsoleState | None = None
+_native_log: Path | None = None
 
 
 def _redirect_native_stderr() -> Path:
@@ -98,32 +99,38 @@ def _redirect_native_stderr() -> Path:
     return Path(name)
 
 
+def _stderr_is_fd2() -> bool:
+    """True when Python's stderr is the process's own fd 2 (the real command line, not a test runner's capture)."""
+    try:
+        return sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _forget_native_log(path: Path) -> None:
     """Delete the native-output file at exit (kept when :func:`fail` pointed the user at it)."""
     path.unlink(missing_ok=True)
 
 
 def configure_console(verbose: bool = False, log_level: str | None = None) -> ConsoleState:
-    """Set up logging and third-party output for one command (idempotent; call before prefect/torch/warp import).
+    """Set up logging and third-party output for one command (call before prefect/torch/warp are imported).
 
     Args:
         verbose: show everything: third-party start-up lines, Warp's banner and CUDA note, Prefect's engine lines and
             tracebacks of every error.
         log_level: level of the project's own loggers (DEBUG/INFO/WARNING/ERROR); default INFO.
     """
-    global _state
-    if _state is not None:
-        return _state
+    global _state, _native_log
     level = logging.getLevelName((log_level or "INFO").upper())
     if not isinstance(level, int):
         raise ValueError(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", logging.getLevelName(level))
-    native_log = None
     if not verbose:
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        native_log = _redirect_native_stderr()
-        atexit.register(_forget_native_log, native_log)
+        if _native_log is None and _stderr_is_fd2():  # once per process, and never under a test runner's capture
+            _native_log = _redirect_native_stderr()
+            atexit.register(_forget_native_log, _native_log)
         # Warnings torch and friends raise about their own internals (not about the user's input).
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -136,7 +143,7 @@ def configure_console(verbose: bool = False, log_level: str | None = None) -> Co
         logging.getLogger(name).setLevel(level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
-    _state = ConsoleState(verbose, level, native_log)
+    _state = ConsoleState(verbose, level, _native_log)
     return _state
 
 

@@ -134,5 +134,9 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
     else:
         losses, errors = [], []
     mark_stage(store, "fit_init")
-    return FitSummary([int(t) for t in idx], losses, errors, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if errors:
+        run_logger().info("%s: body fit of %d frames in %.0f s, mean keypoint error %.1f px", Path(store_path).name,
+                          len(errors), seconds, float(np.mean(errors)))  # fmt: skip
+    return FitSummary([int(t) for t in idx], losses, errors, seconds)
 
