@@ -33,7 +33,7 @@ def _console_command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, verbose: bool = False, log_level: str | None = None, **kwargs):
-        from flows.console import configure_console, expected_errors, fail
+        from flows.console import configure_console, expected_errors, fail, keep_native_log
 
         try:
             configure_console(verbose, log_level)
@@ -44,6 +44,10 @@ def _console_command(fn):
         except expected_errors() as e:
             fail(str(e), e)
             raise typer.Exit(1) from e
+        except Exception as e:
+            if not type(e).__module__.startswith(("typer", "click")):  # not a usage error or a typer.Exit
+                keep_native_log()
+            raise
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
     wrapper.__annotations__ = {**fn.__annotations__, "verbose": VerboseOption, "log_level": LogLevelOption}

@@ -74,6 +74,33 @@ class _ProjectOnly(logging.Filter):
         return not any(name in record.getMessage() for name in self.names)
 
 
+class _LineFormatter(logging.Formatter):
+    """Project lines as plain sentences ("demo.mp4: 15 frames extracted"); warnings and errors prefixed with their
+    level, DEBUG lines and --verbose third-party lines with the logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno == logging.INFO and record.name.split(".")[0] in ("flows", "icon", "avatar", "body",
+                                                                             "geometry", "prefect"):  # fmt: skip
+            return text
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return f"{record.levelname.lower()} {record.name}: {text}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (the terminal copy made by the native redirect, or a test
+    runner's capture), never to a stream closed since."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class ConsoleState:
     """What :func:`configure_console` set up: the verbosity and where native (C/C++) stderr lines went."""
 
@@ -137,8 +164,13 @@ def configure_console(verbose: bool = False, log_level: str | None = None) -> Co
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     _quiet_warp(verbose)
     # Third-party loggers: their warnings and errors by default, everything from INFO at --verbose.
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    root = logging.getLogger()
+    if not any(getattr(h, "_avatarize", False) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_LineFormatter("%(message)s"))
+        handler._avatarize = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in ("flows", "icon", "avatar", "body", "geometry"):
         logging.getLogger(name).setLevel(level)
     for name in NOISY_LOGGERS:
@@ -185,10 +217,14 @@ def fail(message: str, exc: BaseException | None = None) -> None:
         import traceback
 
         console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
-    if _state is not None and _state.native_log is not None and _state.native_log.exists():
-        if _state.native_log.stat().st_size:
-            console.print(f"[dim]native library messages: {_state.native_log}[/]")
-            atexit.unregister(_forget_native_log)
+
+
+def keep_native_log() -> None:
+    """After an unexpected error: keep the native (C/C++) stderr file and say where it is."""
+    path = _native_log
+    if path is not None and path.exists() and path.stat().st_size:
+        atexit.unregister(_forget_native_log)
+        print(f"native library messages of this run: {path}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------- progress bars
