@@ -412,7 +412,6 @@ def train_avatar_from_store(
 
     prior = _resumable_history(checkpoints)
     live: dict[str, list[float]] = {}
-    started: dict[str, tuple[float, int]] = {}
 
     def progress(stage: str, step: int, total: int, losses: dict[str, float]) -> None:
         if stage in _STAGE_ORDER:  # mirror train_avatar's history, so a later resume keeps these curves
@@ -420,13 +419,8 @@ def train_avatar_from_store(
                 live.setdefault(f"{stage}/{k}", []).append(float(v))
             live.setdefault(f"{stage}/step", []).append(float(step))
             (checkpoints / "history.json").write_text(json.dumps(_merge_history(prior, live)))
+        # the console's bar shows the steps; avatar.train logs one line per finished stage
         emit_progress("steps", label=f"avatar {stage}", completed=step, total=total)
-        t_start, step0 = started.setdefault(stage, (time.perf_counter(), step))
-        if step == total and stage != "extract":  # one line per stage; the console's bar shows the steps between
-            secs = time.perf_counter() - t_start
-            rate = (step - step0) / secs if secs > 0 else float("nan")
-            logger.info("avatar %s: %d steps in %.0f s (%.1f steps/s), loss %.4f", stage, total, secs, rate,
-                        losses.get("total", float("nan")))  # fmt: skip
 
     t1 = time.perf_counter()
     avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
