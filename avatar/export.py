@@ -7,13 +7,15 @@ translation), so any glTF viewer or Blender plays it back with linear blend skin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from avatar.lbs import NUM_JOINTS, local_rotations
 from avatar.model import Avatar
+from body.lbs import NUM_JOINTS, local_rotations
 from body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
 from body.motion import Motion
 from body.rotations import matrix_to_quaternion
@@ -76,6 +78,32 @@ def _quat_xyzw(rot: torch.Tensor) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> glTF quaternions (..., 4) as (x, y, z, w)."""
     q = matrix_to_quaternion(rot)  # (w, x, y, z)
     return _np(torch.cat([q[..., 1:], q[..., :1]], dim=-1)).astype(np.float32)
+
+
+def _motion_animation(motion: Motion, root_rest: np.ndarray, add: Callable[..., int]) -> Any:
+    """The glTF animation "motion": a LINEAR rotation channel per joint and the root translation, keyed at
+    ``motion.fps``. ``root_rest`` (3,) is the rest root joint; ``add(array, component, kind, minmax=...)`` appends an
+    accessor to the file's buffer and returns its index."""
+    import pygltflib as gl
+
+    go = torch.as_tensor(motion.global_orient, dtype=torch.float32)
+    bp = torch.as_tensor(motion.body_pose, dtype=torch.float32)
+    quats = _quat_xyzw(local_rotations(go, bp))  # (N, 24, 4)
+    for i in range(1, len(quats)):  # keep consecutive keys in one hemisphere for linear interpolation
+        flip = (quats[i] * quats[i - 1]).sum(-1) < 0
+        quats[i, flip] *= -1
+    times = (np.arange(motion.num_frames, dtype=np.float32) / np.float32(motion.fps)).astype(np.float32)
+    a_t = add(times, gl.FLOAT, gl.SCALAR, minmax=True)
+    samplers, channels = [], []
+    for j in range(NUM_JOINTS):
+        samplers.append(gl.AnimationSampler(input=a_t, output=add(quats[:, j], gl.FLOAT, gl.VEC4),
+                                            interpolation=gl.LINEAR))  # fmt: skip
+        channels.append(gl.AnimationChannel(sampler=j, target=gl.AnimationChannelTarget(node=j, path="rotation")))
+    root_t = (root_rest[None] + np.asarray(motion.transl, np.float32)).astype(np.float32)
+    samplers.append(gl.AnimationSampler(input=a_t, output=add(root_t, gl.FLOAT, gl.VEC3), interpolation=gl.LINEAR))
+    channels.append(gl.AnimationChannel(sampler=len(samplers) - 1,
+                                        target=gl.AnimationChannelTarget(node=0, path="translation")))
+    return gl.Animation(name="motion", samplers=samplers, channels=channels)
 
 
 def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, name: str = "avatar") -> Path:
@@ -160,24 +188,7 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
                        inverseBindMatrices=a_ibm)],  # fmt: skip
     )
     if motion is not None:
-        go = torch.as_tensor(motion.global_orient, dtype=torch.float32)
-        bp = torch.as_tensor(motion.body_pose, dtype=torch.float32)
-        quats = _quat_xyzw(local_rotations(go, bp))  # (N, 24, 4)
-        for i in range(1, len(quats)):  # keep consecutive keys in one hemisphere for linear interpolation
-            flip = (quats[i] * quats[i - 1]).sum(-1) < 0
-            quats[i, flip] *= -1
-        times = (np.arange(motion.num_frames, dtype=np.float32) / np.float32(motion.fps)).astype(np.float32)
-        a_t = add(times, gl.FLOAT, gl.SCALAR, minmax=True)
-        samplers, channels = [], []
-        for j in range(NUM_JOINTS):
-            samplers.append(gl.AnimationSampler(input=a_t, output=add(quats[:, j], gl.FLOAT, gl.VEC4),
-                                                interpolation=gl.LINEAR))  # fmt: skip
-            channels.append(gl.AnimationChannel(sampler=j, target=gl.AnimationChannelTarget(node=j, path="rotation")))
-        root_t = (_np(rest[0])[None] + np.asarray(motion.transl, np.float32)).astype(np.float32)
-        samplers.append(gl.AnimationSampler(input=a_t, output=add(root_t, gl.FLOAT, gl.VEC3), interpolation=gl.LINEAR))
-        channels.append(gl.AnimationChannel(sampler=len(samplers) - 1,
-                                            target=gl.AnimationChannelTarget(node=0, path="translation")))
-        gltf.animations = [gl.Animation(name="motion", samplers=samplers, channels=channels)]
+        gltf.animations = [_motion_animation(motion, _np(rest[0]), add)]
     gltf.accessors = accessors
     gltf.bufferViews = views
     gltf.buffers = [gl.Buffer(byteLength=len(blob))]

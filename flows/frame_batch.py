@@ -92,11 +92,7 @@ def reconstruct_frame(ctx: FrameContext, t: int) -> None:
     model = ctx.model()
     normal_net, implicit_net = load_networks(ctx.config, ctx.device)
     dev = torch.device(ctx.device)
-    fit = BodyFit(
-        betas=init.betas.to(dev), global_orient=init.global_orient.to(dev), body_pose=init.body_pose.to(dev),
-        transl=init.transl.to(dev), camera=init.camera.to(dev), image_size=ctx.store.image_size,
-        losses=torch.zeros(1, device=dev), keypoint_error_px=torch.zeros(1, device=dev),
-    )  # fmt: skip
+    fit = BodyFit.from_params(init.body.to(dev), init.camera.to(dev), ctx.store.image_size)
     cfg = ctx.config.reconstruct.model_copy(
         update={"refine": ctx.config.reconstruct.refine.model_copy(update={"optimise_betas": False})}
     )
@@ -108,10 +104,7 @@ def reconstruct_frame(ctx: FrameContext, t: int) -> None:
     if len(faces) == 0:
         raise RuntimeError("the implicit surface is empty for this frame")
     rf = rec.fit
-    ctx.store.write_fit(
-        "refined", [t], betas=rf.betas.cpu(), global_orient=rf.global_orient.cpu(), body_pose=rf.body_pose.cpu(),
-        transl=rf.transl.cpu(), camera=rf.camera.cpu(),
-    )  # fmt: skip
+    ctx.store.write_fit("refined", [t], **rf.body.to("cpu").as_dict(), camera=rf.camera.cpu())
     losses = rec.losses.cpu().numpy()[:, : ctx.store.refine_iters]
     ctx.store.write_loss([t], losses)
     ctx.store.write_normals(

@@ -212,6 +212,36 @@ def _process_video_locked(
     video, store_path, preview_dir = paths.video, paths.store, paths.preview
     slug = artifact_slug(video.stem)
 
+    stages, records = _extract_stage(paths, cfg, overwrite, replace_mismatched)
+    store = open_run(store_path, "r+")
+    fit_ok = "fit_init" in stages or _fit_stage(store, paths, cfg, runner, records)
+    sync_records(store, records)
+    save_records(preview_dir, records)
+    pending = store.pending() if fit_ok else []
+    _frames_stage(store, paths, cfg, runner, pending, batch_size, records, slug)
+
+    avatar_out = _train_avatar_stage(store, paths, cfg, runner, logger) if cfg.avatar_enabled else {}
+    emit_progress("video", video=str(video), stage="finish")
+    store.finalize()
+    sheet = write_contact_sheet(preview_dir, store)
+    sync_records(store, records)
+    save_records(preview_dir, records)
+    result = _video_result(store, paths, records, sheet, time.perf_counter() - t_start, avatar_out)
+    if in_flow():
+        from flows.artifacts import publish_video_artifacts
+
+        _report_safely("video artifacts", publish_video_artifacts, slug, result, [records[t] for t in sorted(records)],
+                       store.reasons())  # fmt: skip
+    (logger.warning if result.n_failed else logger.info)("%s: %s", video.name, result.message)
+    return result
+
+
+def _extract_stage(
+    paths: VideoPaths, cfg: PipelineConfig, overwrite: bool, replace_mismatched: bool
+) -> tuple[set[str], dict[int, FrameRecord]]:
+    """Probe the source; resume a matching store or extract the frames into a new one. Returns the stages already
+    done before this run and the frame records."""
+    video, store_path, preview_dir = paths.video, paths.store, paths.preview
     emit_progress("video", video=str(video), stage="probe")
     source = probe_source(video)
     stages = open_for_resume(store_path, source, cfg, overwrite, replace_mismatched)
@@ -221,32 +251,46 @@ def _process_video_locked(
         emit_progress("video", video=str(video), stage="extract")
         records = {r.t: r for r in extract_frames(video, store_path, cfg, source)}
     else:
-        logger.info("%s: resuming; stages already done: %s", store_path.name, ", ".join(sorted(stages)))
-    store = open_run(store_path, "r+")
-    n = store.n_frames
+        run_logger().info("%s: resuming; stages already done: %s", store_path.name, ", ".join(sorted(stages)))
+    return stages, records
 
-    fit_ok = True
-    if "fit_init" not in stages:
-        emit_progress("video", video=str(video), stage="fit")
-        fit_future_state = fit_initial_body(store_path, cfg, runner.devices, return_state=True)
-        if fit_future_state.is_completed():
-            fit: FitSummary = fit_future_state.result()
-            share = fit.seconds / max(len(fit.indices), 1)
-            for t, loss, err in zip(fit.indices, fit.losses, fit.keypoint_error_px, strict=True):
-                rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
-                rec.fit_loss, rec.keypoint_error_px = loss, err
-                rec.seconds["fit"] = share
-        else:
-            fit_ok = False
-            reason = f"body fit failed: {fit_future_state.message}"
-            pending = store.pending()
-            if pending:
-                store.set_status(pending, FrameStatus.FAILED, reason)
-            logger.error("%s: %s", video.name, reason)
-    sync_records(store, records)
-    save_records(preview_dir, records)
 
-    pending = store.pending() if fit_ok else []
+def _fit_stage(
+    store: RunStore, paths: VideoPaths, cfg: PipelineConfig, runner: RunnerConfig, records: dict[int, FrameRecord]
+) -> bool:
+    """Run the initial body fit; record its numbers per frame. On failure mark every pending frame FAILED and return
+    False (the per-frame stage is then skipped)."""
+    emit_progress("video", video=str(paths.video), stage="fit")
+    state = fit_initial_body(paths.store, cfg, runner.devices, return_state=True)
+    if state.is_completed():
+        fit: FitSummary = state.result()
+        share = fit.seconds / max(len(fit.indices), 1)
+        for t, loss, err in zip(fit.indices, fit.losses, fit.keypoint_error_px, strict=True):
+            rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
+            rec.fit_loss, rec.keypoint_error_px = loss, err
+            rec.seconds["fit"] = share
+        return True
+    reason = f"body fit failed: {state.message}"
+    pending = store.pending()
+    if pending:
+        store.set_status(pending, FrameStatus.FAILED, reason)
+    run_logger().error("%s: %s", paths.video.name, reason)
+    return False
+
+
+def _frames_stage(
+    store: RunStore,
+    paths: VideoPaths,
+    cfg: PipelineConfig,
+    runner: RunnerConfig,
+    pending: list[int],
+    batch_size: int,
+    records: dict[int, FrameRecord],
+    slug: str,
+) -> None:
+    """Map :func:`process_frame_batch` over the ``pending`` frames in batches, with progress; batches lost with a dead
+    worker process are retried once in a new pool, then their frames are marked FAILED."""
+    video, n = paths.video, store.n_frames
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
 
     def finished() -> int:
@@ -256,66 +300,64 @@ def _process_video_locked(
     if in_flow():
         progress_id = _create_progress(100.0 * finished() / n, f"{slug}-progress", f"Frames of {video.name}")
     emit_progress("frames", video=str(video), finished=finished(), total=n)
-    if batches:
-        emit_progress("video", video=str(video), stage="frames")
+    if not batches:
+        return
+    emit_progress("video", video=str(video), stage="frames")
 
-        def on_batch(batch: list[int], outcome: Any, message: str | None) -> None:
-            if isinstance(outcome, BatchResult):
-                res = outcome
-            elif isinstance(outcome, FrameBatchError):
-                res = outcome.result
-            else:  # the task died before it could mark its frames (crash, lost worker, bad input)
-                res = BatchResult(frames=batch)
-                _fail_pending(store, batch, f"batch task failed: {message or outcome}", video.name)
-            for t, secs in res.seconds.items():
-                rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
-                rec.seconds.update(secs)
-            done_now = finished()
-            emit_progress("frames", video=str(video), finished=done_now, total=n)
-            if progress_id is not None:
-                _update_progress(progress_id, 100.0 * done_now / n)
+    def on_batch(batch: list[int], outcome: Any, message: str | None) -> None:
+        if isinstance(outcome, BatchResult):
+            res = outcome
+        elif isinstance(outcome, FrameBatchError):
+            res = outcome.result
+        else:  # the task died before it could mark its frames (crash, lost worker, bad input)
+            res = BatchResult(frames=batch)
+            _fail_pending(store, batch, f"batch task failed: {message or outcome}", video.name)
+        for t, secs in res.seconds.items():
+            rec = records.setdefault(t, FrameRecord(t, store.attrs.frame_indices[t], float("nan")))
+            rec.seconds.update(secs)
+        done_now = finished()
+        emit_progress("frames", video=str(video), finished=done_now, total=n)
+        if progress_id is not None:
+            _update_progress(progress_id, 100.0 * done_now / n)
 
-        params = {"store_path": str(store_path), "config": cfg, "preview_dir": str(preview_dir),
-                  "devices": list(runner.devices)}  # fmt: skip
-        lost = _run_frame_batches(runner, batches, params, on_batch)
-        if lost:  # a worker process died (killed, out of memory): its pool is gone; once more in a new one
-            retry = [left for b, _ in lost if (left := store.pending(b))]
-            logger.warning("%s: %d batch(es) lost with a worker (%s); retrying frames %s in a new pool", video.name,
-                           len(lost), lost[0][1], sorted(t for b in retry for t in b))  # fmt: skip
-            for batch, err in _run_frame_batches(runner, retry, params, on_batch) if retry else []:
-                _fail_pending(store, batch, f"batch task failed twice, its worker process died: {err}", video.name)
+    params = {"store_path": str(paths.store), "config": cfg, "preview_dir": str(paths.preview),
+              "devices": list(runner.devices)}  # fmt: skip
+    lost = _run_frame_batches(runner, batches, params, on_batch)
+    if lost:  # a worker process died (killed, out of memory): its pool is gone; once more in a new one
+        retry = [left for b, _ in lost if (left := store.pending(b))]
+        run_logger().warning("%s: %d batch(es) lost with a worker (%s); retrying frames %s in a new pool", video.name,
+                             len(lost), lost[0][1], sorted(t for b in retry for t in b))  # fmt: skip
+        for batch, err in _run_frame_batches(runner, retry, params, on_batch) if retry else []:
+            _fail_pending(store, batch, f"batch task failed twice, its worker process died: {err}", video.name)
 
-    avatar_out = _train_avatar_stage(store, paths, cfg, runner, logger) if cfg.avatar_enabled else {}
-    emit_progress("video", video=str(video), stage="finish")
-    store.finalize()
-    sheet = write_contact_sheet(preview_dir, store)
-    sync_records(store, records)
-    save_records(preview_dir, records)
+
+def _video_result(
+    store: RunStore,
+    paths: VideoPaths,
+    records: dict[int, FrameRecord],
+    sheet: Path | None,
+    seconds: float,
+    avatar_out: dict[str, str | None],
+) -> VideoResult:
+    """The run's counts from the store's /status, stage seconds summed over the frame records."""
     status = store.status()
     stage_seconds: dict[str, float] = {}
     for r in records.values():
         for k, v in r.seconds.items():
             stage_seconds[k] = stage_seconds.get(k, 0.0) + v
-    result = VideoResult(
-        video=str(video),
-        store=str(store_path),
-        preview_dir=str(preview_dir),
+    return VideoResult(
+        video=str(paths.video),
+        store=str(paths.store),
+        preview_dir=str(paths.preview),
         contact_sheet=None if sheet is None else str(sheet),
-        n_frames=n,
+        n_frames=store.n_frames,
         n_done=int(np.sum(status == FrameStatus.DONE)),
         n_skipped=int(np.sum(status == FrameStatus.SKIPPED)),
         n_failed=int(np.sum(status == FrameStatus.FAILED)),
-        seconds=time.perf_counter() - t_start,
+        seconds=seconds,
         stage_seconds=stage_seconds,
         **avatar_out,
     )
-    if in_flow():
-        from flows.artifacts import publish_video_artifacts
-
-        _report_safely("video artifacts", publish_video_artifacts, slug, result, [records[t] for t in sorted(records)],
-                       store.reasons())  # fmt: skip
-    (logger.warning if result.n_failed else logger.info)("%s: %s", video.name, result.message)
-    return result
 
 
 def _fail_pending(store: RunStore, batch: Sequence[int], reason: str, name: str) -> None:

@@ -25,15 +25,6 @@ STAGES = ("frames", "fit_init")
 """The whole-video stages recorded as done in the store (per-frame work is tracked in /status)."""
 
 
-def stages_done(store: RunStore) -> set[str]:
-    return set(store.group.attrs.get("pipeline_stages", []))
-
-
-def mark_stage(store: RunStore, stage: str) -> None:
-    stages = sorted(stages_done(store) | {stage})
-    store.group.attrs.update({"pipeline_stages": stages})
-
-
 # ------------------------------------------------------------------------------------------------- store & report
 def open_for_resume(
     store_path: Path, source: SourceInfo, config: PipelineConfig, overwrite: bool, replace_mismatched: bool
@@ -57,16 +48,16 @@ def open_for_resume(
             f"{store_path}: exists but is not an avatarize run store ({e}); move it away or choose another output"
         ) from e
     same_source = store.attrs.source_sha256 == source.sha256
-    same_config = store.group.attrs.get("config_digest") == config.digest()
+    same_config = store.config_digest == config.digest()
     if same_source and same_config:
-        return stages_done(store) & set(STAGES)
+        return store.stages_done() & set(STAGES)
     what = "another source file" if not same_source else "another configuration"
     if replace_mismatched:
         run_logger().info("%s: made from %s; rebuilding it", store_path, what)
         return set()
     raise RunStoreMismatchError(
         f"{store_path}: made from {what} (store sha256 {store.attrs.source_sha256[:12]}…, digest "
-        f"{store.group.attrs.get('config_digest')}); pass overwrite=True (--overwrite) to rebuild it or choose "
+        f"{store.config_digest}); pass overwrite=True (--overwrite) to rebuild it or choose "
         "another output folder"
     )
 

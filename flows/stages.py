@@ -16,7 +16,6 @@ from flows.config import PipelineConfig
 from flows.detection import crop_boxes, detect_frames, iter_crops
 from flows.resources import body_model, body_model_id, code_version, device_scope, emit_progress, run_logger
 from flows.results import FrameRecord, SourceInfo
-from flows.resume import mark_stage
 from flows.store import FrameStatus, RunAttrs, create_run, open_run
 from flows.video import probe_video
 
@@ -64,7 +63,7 @@ def extract_frames(
         store_path, n_frames=n, image_size=config.person.crop_size, attrs=attrs, overwrite=True,
         refine_iters=max(config.reconstruct.refine.iterations, 1),
     )
-    store.group.attrs.update({"config_digest": config.digest(), "pipeline_stages": []})
+    store.start_pipeline(config.digest())
     crop_secs = np.zeros(n)
     for rows, cropped, secs in iter_crops(video, config, det, crops):
         store.write_frames(rows, cropped.images, cropped.masks, cropped.crops, cropped.keypoints, det.timestamps[rows])
@@ -72,7 +71,7 @@ def extract_frames(
     skipped = np.flatnonzero(~det.valid)
     if skipped.size:
         store.set_status(skipped, FrameStatus.SKIPPED, [det.reasons[t] or "no person" for t in skipped])
-    mark_stage(store, "frames")
+    store.mark_stage_done("frames")
     run_logger().info("%s: %d frames extracted, %d without a usable person", Path(video).name, n, skipped.size)
     return [
         FrameRecord(
@@ -120,20 +119,12 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 progress=lambda stage, step, total: emit_progress("steps", label=f"fit {stage}", completed=step,
                                                                   total=total),
             )  # fmt: skip
-        store.write_fit(
-            "init",
-            idx,
-            betas=fit.betas.cpu(),
-            global_orient=fit.global_orient.cpu(),
-            body_pose=fit.body_pose.cpu(),
-            transl=fit.transl.cpu(),
-            camera=fit.camera.cpu(),
-        )
+        store.write_fit("init", idx, **fit.body.to("cpu").as_dict(), camera=fit.camera.cpu())
         losses = [float(x) for x in fit.losses.cpu()]
         errors = [float(x) for x in fit.keypoint_error_px.cpu()]
     else:
         losses, errors = [], []
-    mark_stage(store, "fit_init")
+    store.mark_stage_done("fit_init")
     seconds = time.perf_counter() - t0
     if errors:
         run_logger().info("%s: body fit of %d frames in %.0f s, mean keypoint error %.1f px", Path(store_path).name,

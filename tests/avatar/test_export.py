@@ -9,10 +9,10 @@ import torch
 import trimesh
 
 from avatar.export import save_gltf, save_posed_meshes, top_k_weights
-from avatar.lbs import skin_points
 from avatar.model import load_avatar, save_avatar
 from avatar.repose import repose_fast
 from body import Motion
+from body.lbs import skin_points
 
 _COMPONENTS = {pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_INT: np.uint32,
                pygltflib.UNSIGNED_BYTE: np.uint8}  # fmt: skip
