@@ -427,7 +427,7 @@ def train_avatar_from_store(
     model = body_model(body_model_path, device)  # the process-wide cache the frame tasks use
     visibility = _visibility(data)
     logger.info("avatar: %d frames from %s (weights %s), mean visibility %.2f", len(data.frames), store_path,
-                np.round(data.frame_weights.numpy(), 2).tolist(),
+                [round(float(w), 2) for w in data.frame_weights],
                 float(np.mean([float(v.mean()) for v in visibility])))  # fmt: skip
     checkpoints = avatar_dir / "checkpoints"
     fingerprint = _training_fingerprint(store, data, config, str(body_model_path or "embedded"))
