@@ -650,7 +650,8 @@ def repose(
     lap("meshes")
     video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps)
     lap("video")
-    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar")
+    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar",
+                          animation_name=motion_path.stem)
     lap("gltf")
     seconds["total"] = time.perf_counter() - t0
     result = ReposeResult(avatar_dir=avatar_dir, motion_path=motion_path, out_dir=out_dir, quality=quality,

@@ -38,6 +38,7 @@ from flows.frame_batch import (
 )
 from flows.ledger import VIDEO_EXTENSIONS, Ledger, settled_videos
 from flows.paths import PathEscapeError, Roots, roots_for
+from flows.report import write_video_report
 from flows.resources import (
     add_progress_listener,
     artifact_slug,
@@ -227,6 +228,7 @@ def _process_video_locked(
     sync_records(store, records)
     save_records(preview_dir, records)
     result = _video_result(store, paths, records, sheet, time.perf_counter() - t_start, avatar_out)
+    write_video_report(result)  # OUT/<stem>.report/index.html: a static page of the run (flows/report.py)
     if in_flow():
         from flows.artifacts import publish_video_artifacts
 

@@ -198,11 +198,15 @@ def test_checkpoint_of_other_inputs_is_discarded(tmp_path):
 def _check_glb(path: Path, n_frames: int) -> None:
     import pygltflib
 
+    from tests.gltf_validator import assert_valid_glb
+
     gltf = pygltflib.GLTF2().load(str(path))
     assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 24
     assert len(gltf.animations) == 1
+    assert gltf.animations[0].name == DEFAULT_MOTION.stem  # named after the motion file
     times = gltf.accessors[gltf.animations[0].samplers[0].input]
     assert times.count == n_frames
+    assert_valid_glb(path)  # the Khronos validator: no error, no warning
 
 
 def test_repose_fast_writes_meshes_video_and_gltf(avatar_dir, tmp_path):

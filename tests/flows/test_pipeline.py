@@ -165,6 +165,10 @@ def test_artifacts_were_published(processed):
     assert set(keys) <= set(by_key)
     assert {a.type for a in arts} >= {"progress", "table", "markdown"}
     assert any(a.type == "progress" and float(a.data) == 100.0 for a in arts)
+    # the summary links the run's HTML report, which the flow wrote beside the store
+    report = Path(processed[1]) / "astronaut.report" / "index.html"
+    assert report.is_file() and f"{CLIP_FRAMES} sampled, {CLIP_FRAMES} done" in report.read_text()
+    assert f"]({report.resolve().as_uri()})" in by_key["astronaut-summary"].data
 
 
 def test_rerun_is_a_no_op_and_mismatch_is_an_error(processed, clip, tiny_config, monkeypatch):

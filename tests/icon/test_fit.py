@@ -65,7 +65,7 @@ def make_clip_with_orient(model, clip, global_orient):
         lm, ok = mediapipe_landmarks_3d(model, out)
     uv = clip.camera.project(lm)
     clip.keypoints = torch.cat([uv, ok.float()[None, :, None].expand(uv.shape[0], -1, 1)], dim=-1)
-    clip.global_orient = global_orient
+    clip.body = clip.body.replace(global_orient=global_orient)
     return clip
 
 
