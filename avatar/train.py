@@ -533,7 +533,7 @@ def train_avatar(
         fits: per-frame body parameters (T frames): a :class:`body.params.BodyParams` or anything
             ``BodyParams.of`` converts (icon's ``BodyFit``, the store's ``FitArrays``, four named arrays with betas
             (num_betas,) or (T, num_betas)); the rows' betas are averaged into one shape.
-        config: settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` for CPU).
+        config: settings (default ``AvatarConfig()``; the ``fast`` preset's ``avatar:`` section for CPU).
         frame_weights: (T,) per-frame quality in [0, 1] (e.g. from the refinement loss); default ones.
         point_confidence: per frame, (V_t,) per-vertex confidence in [0, 1] (e.g. ``vertex_visibility``): points
             seen by the camera count fully, unseen ones by ``config.visibility_floor``; default ones.

@@ -25,6 +25,8 @@ from avatar.repose import repose_fast, repose_full
 from avatar.train import train_avatar, vertex_visibility
 from body import BodyModel, Motion, load_motion
 from body.params import BodyParams
+from flows.bundled import default_motion_path
+from flows.config import preset_avatar_config
 from geometry.cameras import PerspectiveCamera
 from geometry.metrics import chamfer_distance
 from icon.synth.appearance import Lighting
@@ -44,7 +46,7 @@ def unseen_poses() -> dict[str, np.ndarray]:
     step[0, 0], step[3, 0] = -0.6, 0.9  # left hip flexed, knee bent
     step[1, 0] = 0.25
     step[15, 2], step[16, 2] = -1.1, 1.1
-    wave = load_motion(ROOT / "assets" / "motions" / "wave.npz")
+    wave = load_motion(default_motion_path())
     peak = wave.body_pose[wave.num_frames // 2]
     return {"arms_forward": arms_forward.reshape(69), "step": step.reshape(69), "wave_peak": peak}
 
@@ -85,7 +87,7 @@ def main() -> None:
     print(f"ground truth: {args.frames} frames in {time.perf_counter() - t0:.1f} s "
           f"(outfit: {', '.join(g.family for g in person.garments)})")  # fmt: skip
 
-    config = AvatarConfig.fast() if args.preset == "fast" else AvatarConfig()
+    config = preset_avatar_config("fast") if args.preset == "fast" else AvatarConfig()
     t0 = time.perf_counter()
     avatar = train_avatar(model, frames, fits, config, point_confidence=visibility, device=args.device)
     train_s = time.perf_counter() - t0
@@ -93,7 +95,7 @@ def main() -> None:
 
     motion = Motion.from_params(fits, fps=10.0)
     posed = repose_fast(avatar, motion)
-    wave = load_motion(ROOT / "assets" / "motions" / "wave.npz")
+    wave = load_motion(default_motion_path())
     repose_fast(avatar, wave)  # warm-up
     t0 = time.perf_counter()
     reps = 3

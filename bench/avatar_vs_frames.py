@@ -1,7 +1,7 @@
 """Avatar vs per-frame reconstructions on the synthetic turning clip (ground truth known).
 
-For a pipeline run on ``assets/demo.mp4`` (``avatarize demo --out OUT``), compares against the true clothed mesh of
-each stored frame (regenerated with ``icon.synth.sequence`` from ``assets/demo_truth.npz``):
+For a pipeline run on ``flows/demo/demo.mp4`` (``avatarize demo --out OUT``), compares against the true clothed mesh of
+each stored frame (regenerated with ``icon.synth.sequence`` from ``flows/demo/demo_truth.npz``):
 
 (a) the frame's own reconstruction (store mesh),
 (b) the trained avatar in the pose it holds for that frame (``avatar.frame_poses``: the fitted pose smoothed in time,
@@ -42,6 +42,7 @@ from avatar.model import load_avatar  # noqa: E402
 from avatar.repose import repose_fast  # noqa: E402
 from body import BodyModel, Motion  # noqa: E402
 from flows.avatar_flow import avatar_dir_for  # noqa: E402
+from flows.bundled import demo_truth_path  # noqa: E402
 from flows.store import open_run  # noqa: E402
 from geometry.cameras import PerspectiveCamera  # noqa: E402
 from geometry.metrics import reconstruction_metrics, sample_surface  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="run store of the demo clip (OUT/demo.zarr)")
     parser.add_argument("--avatar", type=Path, default=None, help="avatar folder (default OUT/<stem>.avatar)")
-    parser.add_argument("--truth", type=Path, default=ROOT / "assets" / "demo_truth.npz")
+    parser.add_argument("--truth", type=Path, default=demo_truth_path())
     parser.add_argument("--grid", type=int, default=0, help="marching-cubes resolution of the GT (0 = the clip's)")
     parser.add_argument("--samples", type=int, default=10000, help="surface samples per mesh for the metrics")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

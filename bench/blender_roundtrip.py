@@ -6,7 +6,7 @@ action's name and frame range against the motion, how far posing moves the mesh,
 skinned vertices and ``repose_fast`` (top-4 weights) at a few frames, a Workbench render of one frame (PNG), and an
 FBX export re-imported. Writes the numbers as JSON next to the PNG and FBX.
 
-Usage: python bench/blender_roundtrip.py [--avatar out/demo/demo.avatar] [--motion assets/motions/wave.npz]
+Usage: python bench/blender_roundtrip.py [--avatar out/demo/demo.avatar] [--motion body/data/motions/wave.npz]
        [--frame 45] [--out out/blender_roundtrip]
 """
 
@@ -25,6 +25,7 @@ from avatar.model import load_avatar
 from avatar.repose import repose_fast
 from body import Motion, load_motion
 from flows import blender
+from flows.bundled import default_motion_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def blender_vs_ours(avatar, motion: Motion, frames: list[int]) -> dict[int, tupl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--avatar", type=Path, default=ROOT / "out" / "demo" / "demo.avatar")
-    ap.add_argument("--motion", type=Path, default=ROOT / "assets" / "motions" / "wave.npz")
+    ap.add_argument("--motion", type=Path, default=default_motion_path())
     ap.add_argument("--frame", type=int, default=None, help="frame to render (default: the middle one)")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "blender_roundtrip")
     args = ap.parse_args()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from body import BodyModel
+from flows.bundled import weights_path
 from geometry.metrics import reconstruction_metrics
 from icon.fit import BodyFit
 from icon.implicit import load_implicit_net
@@ -30,7 +31,7 @@ from icon.reconstruct import ReconstructConfig, reconstruct
 from icon.refine import RefineConfig
 from icon.synth.shards import load_shard, shard_paths
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = weights_path("normal_net").parent
 
 
 def body_mesh(model, fit: BodyFit) -> torch.Tensor:

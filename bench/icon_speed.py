@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from body import BodyModel
+from flows.bundled import weights_path
 from geometry.render import render_mesh
 from icon.fit import FitConfig, fit_body
 from icon.implicit import load_implicit_net, reconstruct_surface
@@ -21,7 +21,7 @@ from icon.normal_net import load_normal_net, predict_normals
 from icon.refine import RefineConfig, refine_body
 from icon.synth.clip import make_clip
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = weights_path("normal_net").parent
 
 
 def _sync(device: torch.device) -> None:

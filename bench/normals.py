@@ -2,7 +2,7 @@
 of (a) the perturbed body fit's own normals and (b) the predicted clothed normals, front and back. Prints a table;
 also split into pixels the body covers and pixels only clothing/hair covers (where the body has no normal: 90°).
 
-    python bench/normals.py --data out/synth_normal/heldout --weights weights/normal_net.safetensors [--device cpu]
+    python bench/normals.py --data out/synth_normal/heldout --weights icon/weights/normal_net.safetensors [--device cpu]
 """
 
 from __future__ import annotations

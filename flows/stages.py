@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import PipelineConfig
 from flows.detection import crop_boxes, detect_frames, iter_crops
-from flows.resources import body_model, body_model_id, code_version, device_scope, run_logger
+from flows.resources import body_model, body_model_id, code_version, device_scope, emit_progress, run_logger
 from flows.results import FrameRecord, SourceInfo
 from flows.store import FrameStatus, RunAttrs, create_run, open_run
 from flows.video import probe_video
@@ -116,12 +116,18 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 torch.from_numpy(fr.mask),
                 store.image_size,
                 config.fit,
-            )
+                progress=lambda stage, step, total: emit_progress("steps", label=f"fit {stage}", completed=step,
+                                                                  total=total),
+            )  # fmt: skip
         store.write_fit("init", idx, **fit.body.to("cpu").as_dict(), camera=fit.camera.cpu())
         losses = [float(x) for x in fit.losses.cpu()]
         errors = [float(x) for x in fit.keypoint_error_px.cpu()]
     else:
         losses, errors = [], []
     store.mark_stage_done("fit_init")
-    return FitSummary([int(t) for t in idx], losses, errors, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if errors:
+        run_logger().info("%s: body fit of %d frames in %.0f s, mean keypoint error %.1f px", Path(store_path).name,
+                          len(errors), seconds, float(np.mean(errors)))  # fmt: skip
+    return FitSummary([int(t) for t in idx], losses, errors, seconds)
 

@@ -457,7 +457,7 @@ def refine_body(
         else:
             stale += 1
             if stale >= cfg.early_stop_patience:
-                log.info("refine_body: loss plateaued at step %d (mean %.4g)", steps, mean)
+                log.debug("refine_body: loss plateaued at step %d (mean %.4g)", steps, mean)
                 break
     if targets is None or (cfg.predict_final and predicted_at < steps):
         predict()

@@ -1,10 +1,12 @@
-"""Render the demo clip `assets/demo.mp4`: a clothed synthetic person (embedded body model + procedural outfit) turning
-around once while raising and lowering the arms, seen by a fixed perspective camera. Deterministic.
+"""Render the demo clip `flows/demo/demo.mp4` (package data): a clothed synthetic person (embedded body model +
+procedural outfit) turning around once while raising and lowering the arms, seen by a fixed perspective camera.
+Deterministic.
 
-Also writes `assets/demo_truth.npz` (per-frame body parameters, camera, outfit seed) so benchmarks can regenerate the
-ground-truth clothed meshes with `icon.synth.sequence`.
+Also writes `flows/demo/demo_truth.npz` (per-frame body parameters, camera, outfit seed) so benchmarks can regenerate
+the ground-truth clothed meshes with `icon.synth.sequence`.
 
-Usage: python scripts/make_demo_clip.py [--frames 30] [--fps 10] [--width 512] [--height 640] [--out assets/demo.mp4]
+Usage: python scripts/make_demo_clip.py [--frames 30] [--fps 10] [--width 512] [--height 640]
+       [--out flows/demo/demo.mp4]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=640)
     parser.add_argument("--grid", type=int, default=160, help="marching-cubes resolution of the clothed surface")
     parser.add_argument("--seed", type=int, default=OUTFIT_SEED)
-    parser.add_argument("--out", type=Path, default=Path("assets/demo.mp4"))
+    parser.add_argument("--out", type=Path, default=Path("flows/demo/demo.mp4"))
     args = parser.parse_args()
     torch.manual_seed(0)
     model = BodyModel()

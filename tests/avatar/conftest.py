@@ -11,10 +11,10 @@ import torch
 
 os.environ.setdefault("WARP_CACHE_PATH", os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "warp"))
 
-from avatar.config import AvatarConfig  # noqa: E402
 from avatar.model import Avatar  # noqa: E402
 from avatar.train import train_avatar, vertex_visibility  # noqa: E402
 from body import BodyModel, BodyParams  # noqa: E402
+from flows.config import preset_avatar_config  # noqa: E402
 
 TINY = dict(samples_per_frame=3000, points_per_frame=384, body_points_per_frame=256, skin_steps=300,
             sdf_steps=250, resolution=96, coarse_resolution=25)  # fmt: skip
@@ -70,7 +70,7 @@ def clothed_sequence(body_model) -> Sequence:
 @pytest.fixture(scope="session")
 def trained(body_model, clothed_sequence) -> Trained:
     torch.manual_seed(0)
-    config = AvatarConfig.fast(**TINY)
+    config = preset_avatar_config("fast", **TINY)
     avatar = train_avatar(body_model, clothed_sequence.frames, clothed_sequence.fits, config,
                           point_confidence=clothed_sequence.visibility)  # fmt: skip
     return Trained(clothed_sequence, avatar)

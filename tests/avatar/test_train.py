@@ -8,10 +8,10 @@ import pytest
 import torch
 import trimesh
 
-from avatar.config import AvatarConfig
 from avatar.model import build_networks
 from avatar.train import sample_training_frames, train_avatar, vertex_visibility
 from body import Motion
+from flows.config import preset_avatar_config
 from geometry.metrics import chamfer_distance
 from icon.synth.sequence import turn_and_wave_motion
 
@@ -32,8 +32,8 @@ def _weight_error(forward_net, avatar_like_norm, points, target) -> float:
 
 def test_skinning_nets_learn_body_weights(body_model):
     frames, fits = _naked_sequence(body_model)
-    config = AvatarConfig.fast(samples_per_frame=2000, points_per_frame=256, skin_steps=150, sdf_steps=0,
-                               resolution=24, coarse_resolution=None or 9)  # fmt: skip
+    config = preset_avatar_config("fast", samples_per_frame=2000, points_per_frame=256, skin_steps=150,
+                                  sdf_steps=0, resolution=24, coarse_resolution=None or 9)  # fmt: skip
     avatar = train_avatar(body_model, frames, fits, config)
     from avatar.lbs import canonical_body_pose
 
@@ -107,9 +107,9 @@ def _slice_fits(fits, n):
 
 def test_checkpoint_and_resume(body_model, tmp_path):
     frames, fits = _naked_sequence(body_model, 2)
-    config = AvatarConfig.fast(samples_per_frame=1000, points_per_frame=128, body_points_per_frame=64,
-                               skin_steps=20, sdf_steps=20, checkpoint_every=10, resolution=24,
-                               coarse_resolution=9)  # fmt: skip
+    config = preset_avatar_config("fast", samples_per_frame=1000, points_per_frame=128, body_points_per_frame=64,
+                                  skin_steps=20, sdf_steps=20, checkpoint_every=10, resolution=24,
+                                  coarse_resolution=9)  # fmt: skip
     first = train_avatar(body_model, frames, fits, config, checkpoint_dir=tmp_path)
     assert (tmp_path / "checkpoint.safetensors").is_file()
     assert first.history["sdf/step"][-1] == 20
@@ -126,4 +126,4 @@ def test_train_input_errors(body_model):
         train_avatar(body_model, [], fits)
     bad = {**fits.as_dict(), "global_orient": fits.global_orient[:1]}
     with pytest.raises(ValueError, match="global_orient"):
-        train_avatar(body_model, frames, bad, AvatarConfig.fast())
+        train_avatar(body_model, frames, bad, preset_avatar_config("fast"))

@@ -14,13 +14,13 @@ CROP = 96
 
 def make_body_avatar():
     """An untrained avatar whose canonical mesh is the mean body in the Da-pose, skinned with the body's weights."""
-    from avatar.config import AvatarConfig
     from avatar.lbs import canonical_body_pose
     from avatar.model import Avatar, build_networks
     from body import BodyModel
+    from flows.config import preset_avatar_config
 
     model = BodyModel()
-    config = AvatarConfig.fast()
+    config = preset_avatar_config("fast")
     inverse, forward, sdf = build_networks(config, 1)
     pose = canonical_body_pose().reshape(69)
     with torch.no_grad():

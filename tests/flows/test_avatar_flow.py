@@ -23,6 +23,7 @@ from flows.avatar_flow import (
     train_avatar_flow,
     train_avatar_from_store,
 )
+from flows.config import preset_avatar_config
 from flows.store import FrameStatus, RunAttrs, create_run, open_run
 
 CROP = 64
@@ -74,7 +75,7 @@ def store_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_avatar_config() -> AvatarConfig:
-    return AvatarConfig.fast(**TINY)
+    return preset_avatar_config("fast", **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_train_writes_avatar_and_store(store_path, avatar_dir):
     data = load_training_data(open_run(store_path))
     torch.testing.assert_close(av.fitted_poses.body_pose, data.fits.body_pose.float())
     assert len(av.frame_poses) == N_FRAMES and info["frame_times"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
-    assert info["pose_smoothing_s"] == AvatarConfig.fast().pose_smoothing_s > 0
+    assert info["pose_smoothing_s"] == preset_avatar_config("fast").pose_smoothing_s > 0
     joint_deg = info["pose_change"]["joint_deg"]
     assert len(joint_deg) == N_FRAMES and 0 < max(joint_deg) < 30
     store = open_run(store_path)

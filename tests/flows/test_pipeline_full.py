@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from flows import pipeline
+from flows.bundled import demo_clip_path
 from flows.store import FrameStatus, open_run
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "assets" / "demo.mp4"
+DEMO = demo_clip_path()
 PACKAGES = ("body", "geometry", "icon", "avatar", "flows")
 
 # Run in a fresh interpreter where `import smplx` fails: every module of the packages, the body model and a body fit.

@@ -18,6 +18,7 @@ import warp as wp  # noqa: E402  (after WARP_CACHE_PATH)
 
 from body.model import BodyModel  # noqa: E402
 from body.params import BodyParams  # noqa: E402
+from flows.bundled import weights_path  # noqa: E402
 from geometry.cameras import OrthographicCamera  # noqa: E402
 from geometry.queries import MeshBVH  # noqa: E402
 from geometry.render import render_mesh  # noqa: E402
@@ -49,7 +50,7 @@ from icon.train_implicit import (  # noqa: E402
 wp.config.quiet = True
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "weights" / "implicit_net.safetensors"
+SHIPPED = weights_path("implicit_net")
 RADIUS = 0.5
 SIZE = 64
 
