@@ -14,9 +14,8 @@ from geometry.diffrender import edge_topology
 from geometry.render import render_mesh
 from icon.fit import BodyFit
 from icon.refine import RefineConfig, downsample_targets, refine_body, refinement_loss
+from tests.devices import DEVICES
 from tests.icon.synthetic_clip import make_clip
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module", autouse=True)
