@@ -184,3 +184,22 @@ def test_shard_round_trip(tmp_path, samples):
     np.testing.assert_array_equal(item.normal_front, samples[1].normal_front)
     assert item.faces.shape == (0, 3)  # meshes are skipped unless asked for
     assert SynthDataset([path], with_mesh=True)[-1].faces.shape == samples[1].faces.shape
+
+
+# ----------------------------------------------------------------------------------------------------- quality fixtures
+def test_quality_fixtures_regenerate(model):
+    """tests/data/quality_frames.npz is what scripts/make_quality_fixtures.py makes: one frame regenerated matches."""
+    from tests.icon.quality_frames import load_quality_config, load_quality_frames
+
+    seeds, config = load_quality_config()
+    assert len(seeds) == 8 and min(seeds) >= HELDOUT_SEED_START + 900  # disjoint from training, bench and validation
+    stored = load_quality_frames()[0]
+    fresh = make_sample(seeds[0], model, config)
+    np.testing.assert_array_equal(fresh.rgb, stored.rgb)
+    np.testing.assert_array_equal(fresh.mask, stored.mask)
+    for name in ("normal_front", "normal_back", "body_normal_front", "body_normal_back"):
+        np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-3, err_msg=name)  # float16
+    np.testing.assert_array_equal(fresh.faces, stored.faces)
+    np.testing.assert_allclose(fresh.vertices, stored.vertices, atol=1e-6)
+    for name in ("betas", "body_pose", "fit_body_pose", "fit_transl", "camera"):
+        np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-6, err_msg=name)
