@@ -203,3 +203,19 @@ def test_quality_fixtures_regenerate(model):
     np.testing.assert_allclose(fresh.vertices, stored.vertices, atol=1e-6)
     for name in ("betas", "body_pose", "fit_body_pose", "fit_transl", "camera"):
         np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-6, err_msg=name)
+
+
+def test_clothed_mesh_is_the_rendered_frames_mesh(model):
+    from geometry.cameras import OrthographicCamera
+    from icon.synth.appearance import Lighting
+    from icon.synth.sequence import clothed_mesh, make_person, render_frame, turn_and_wave_motion
+
+    person = make_person(model, 7)
+    params = turn_and_wave_motion(4)[1]
+    cam = OrthographicCamera(scale=torch.tensor([40.0]), cx=torch.tensor([32.0]), cy=torch.tensor([32.0]), width=64,
+                             height=64)  # fmt: skip
+    light = Lighting(direction=np.array([0.0, 0.0, 1.0]), ambient=0.4, intensity=1.0)
+    frame = render_frame(model, person, params, cam, np.zeros((64, 64, 3)), light, grid_resolution=40)
+    verts, faces = clothed_mesh(model, person, params, grid_resolution=40)
+    np.testing.assert_array_equal(verts, frame.vertices)
+    np.testing.assert_array_equal(faces, frame.faces)
