@@ -36,6 +36,7 @@ class FloorChecks:
     """Collects floor checks of one test; `assert_all` fails with every broken floor listed."""
 
     test: str
+    detail: str = ""  # per-item values shown when a floor breaks
     failures: list[str] = field(default_factory=list)
 
     def check(self, name: str, value: float, floor: Floor) -> bool:
@@ -53,4 +54,5 @@ class FloorChecks:
         return ok
 
     def assert_all(self) -> None:
-        assert not self.failures, f"{self.test}: quality floors broken:\n  " + "\n  ".join(self.failures)
+        detail = f" ({self.detail})" if self.detail else ""
+        assert not self.failures, f"{self.test}{detail}: quality floors broken:\n  " + "\n  ".join(self.failures)

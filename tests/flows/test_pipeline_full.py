@@ -61,7 +61,7 @@ def test_demo_clip_end_to_end(prefect_server, tmp_path):
     # how close frames and avatar come to the clip's true clothed meshes
     rows = demo_chamfers(store, Path(result.avatar_dir))
     rec, av = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-    checks = FloorChecks(f"demo clip (3 frames), Chamfer cm: reconstructions {rec.round(2)}, avatar {av.round(2)}")
+    checks = FloorChecks("demo clip, 3 frames", f"Chamfer cm: reconstructions {rec.round(2)}, avatar {av.round(2)}")
     checks.check("max_frame_reconstruction_chamfer_cm", rec.max(), DEMO_FLOORS["max_frame_reconstruction_chamfer_cm"])
     checks.check("max_frame_avatar_chamfer_cm", av.max(), DEMO_FLOORS["max_frame_avatar_chamfer_cm"])
     checks.check("avatar_minus_frames_mean_cm", av.mean() - rec.mean(), DEMO_FLOORS["avatar_minus_frames_mean_cm"])

@@ -57,7 +57,7 @@ def test_fit_recovers_keypoints_and_silhouette(model, clip_and_fit):
     true_yaw = clip.global_orient[:, 1]
     best_constant = float((true_yaw - true_yaw.median()).abs().mean())
     assert best_constant > 2 * YAW_FLOORS["mean_yaw_error_rad"].bound  # a constant yaw fails by a wide margin
-    checks = FloorChecks(f"body fit on the synthetic clip, yaw errors {yaw_err.numpy().round(3)}")
+    checks = FloorChecks("body fit on the synthetic clip", f"yaw errors {yaw_err.numpy().round(3)}")
     checks.check("mean_yaw_error_rad", yaw_err.mean(), YAW_FLOORS["mean_yaw_error_rad"])
     checks.check("max_yaw_error_rad", yaw_err.max(), YAW_FLOORS["max_yaw_error_rad"])
     checks.assert_all()

@@ -94,7 +94,8 @@ def test_shipped_reconstruction_quality_floors():
                                                  n_samples=5000).chamfer))  # fmt: skip
         init.append(float(reconstruction_metrics(initial[i], model.faces, gt_v, gt_f, n_samples=5000).chamfer))
     ours, init = np.array(ours), np.array(init)
-    checks = FloorChecks(f"per-frame reconstruction, 8 fixture frames: {ours.round(3)} vs initial {init.round(3)}")
+    checks = FloorChecks("per-frame reconstruction, 8 fixture frames",
+                         f"Chamfer {ours.round(3)} vs initial {init.round(3)}")
     checks.check("mean_chamfer_cm", ours.mean(), RECON_FLOORS["mean_chamfer_cm"])
     checks.check("mean_ratio_to_initial", ours.mean() / init.mean(), RECON_FLOORS["mean_ratio_to_initial"])
     checks.check("max_excess_over_initial_cm", (ours - init).max(), RECON_FLOORS["max_excess_over_initial_cm"])
