@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 QUALITY_TESTS = [
     "tests/icon/test_normal_net.py::test_shipped_weights_quality_floors",
+    "tests/icon/test_implicit.py::test_shipped_weights_beat_the_naked_body",
     "tests/icon/test_reconstruct.py::test_shipped_reconstruction_quality_floors",
     "tests/icon/test_fit.py::test_fit_recovers_keypoints_and_silhouette",
 ]
