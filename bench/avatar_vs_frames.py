@@ -44,13 +44,13 @@ from body import BodyModel, Motion  # noqa: E402
 from flows.avatar_flow import avatar_dir_for  # noqa: E402
 from flows.bundled import demo_truth_path  # noqa: E402
 from flows.store import open_run  # noqa: E402
+from geometry.alignment import umeyama as similarity  # noqa: E402
 from geometry.cameras import PerspectiveCamera  # noqa: E402
 from geometry.metrics import reconstruction_metrics, sample_surface  # noqa: E402
 from geometry.queries import closest_points  # noqa: E402
 from geometry.render import point_visibility  # noqa: E402
-from geometry.surface import extract_surface  # noqa: E402
-from icon.synth.garments import ClothedField  # noqa: E402
-from icon.synth.sequence import ClothedPerson, make_person, turn_and_wave_motion  # noqa: E402
+from icon.synth.poses import BodyParams  # noqa: E402
+from icon.synth.sequence import ClothedPerson, clothed_mesh, make_person, turn_and_wave_motion  # noqa: E402
 
 UNSEEN_ORIENT = np.array([0.0, 0.4, 0.0], np.float32)  # as in bench/avatar_training.py
 
@@ -64,23 +64,9 @@ def unseen_poses() -> dict[str, np.ndarray]:
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, rotation: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising sum |s R src_i + t - dst_i|^2 (Umeyama 1991); R = I when not ``rotation``."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs**2).sum() / len(src)
-    if rotation:
-        cov = xd.T @ xs / len(src)
-        u, d, vt = np.linalg.svd(cov)
-        sign = np.eye(3)
-        if np.linalg.det(u) * np.linalg.det(vt) < 0:
-            sign[2, 2] = -1.0
-        r = u @ sign @ vt
-        s = float(np.trace(np.diag(d) @ sign) / var_s)
-    else:
-        r = np.eye(3)
-        s = float((xs * xd).sum() / len(src) / var_s)
-    return s, r, mu_d - s * r @ mu_s
+    """(s, R, t) of ``geometry.alignment.umeyama``."""
+    sim = similarity(src, dst, rotation)
+    return sim.scale, sim.rotation, sim.translation
 
 
 def apply(sim: tuple[float, np.ndarray, np.ndarray], v: torch.Tensor) -> torch.Tensor:
@@ -116,19 +102,8 @@ class Truth:
         return out.vertices[0].double().numpy()
 
     def clothed(self, go: np.ndarray, bp: np.ndarray, transl: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The geometry part of ``render_frame``: ClothedField of the posed body, marching cubes, + transl."""
-        m = self.model
-        with torch.no_grad():
-            posed = m(torch.as_tensor(self.person.betas[None], dtype=m.dtype), torch.as_tensor(go[None], dtype=m.dtype),
-                      torch.as_tensor(bp[None], dtype=m.dtype)).vertices[0].float().cpu()  # fmt: skip
-        p = self.person
-        cloth = ClothedField(posed, m.faces.cpu(), p.rest_vertices, p.marks, p.garments)
-        box = cloth.bounds()
-        side = float((box[1] - box[0]).max())
-        cube = np.stack([box[0], box[0] + side])
-        verts, tri = extract_surface(cloth, cube, resolution=self.grid, coarse_resolution=33, level=0.0,
-                                     inside="below", batch_points=2**16)  # fmt: skip
-        verts = (verts + np.asarray(transl, np.float32)).astype(np.float32)
+        """The ground-truth clothed mesh of ``render_frame`` for this pose (``icon.synth.sequence.clothed_mesh``)."""
+        verts, tri = clothed_mesh(self.model, self.person, BodyParams(self.person.betas, go, bp, transl), self.grid)
         return torch.from_numpy(verts), torch.from_numpy(np.asarray(tri)).long()
 
 

@@ -19,7 +19,7 @@ from geometry.surface import extract_surface
 from icon.synth.appearance import Lighting, Material, label_albedo, render_background, sample_material, shade
 from icon.synth.garments import ClothedField, Garment, RestLandmarks, sample_outfit
 
-__all__ = ["ClothedPerson", "SequenceFrame", "make_person", "render_frame", "turn_and_wave_motion"]
+__all__ = ["ClothedPerson", "SequenceFrame", "clothed_mesh", "make_person", "render_frame", "turn_and_wave_motion"]
 
 # Outfits whose geometry follows the body in any pose (skirt/dress volumes are built for one posed body).
 POSABLE_OUTFIT = {"dress": 0.0, "skirt": 0.0, "no_top": 0.0, "loose_top": 0.6, "shorts": 0.3, "no_bottom": 0.0,
@@ -96,6 +96,39 @@ def turn_and_wave_motion(
                       np.tile(np.asarray(transl, np.float32), (n, 1)))  # fmt: skip
 
 
+def _clothed_field(model: BodyModel, person: ClothedPerson, params: BodyParams) -> tuple[ClothedField, torch.Tensor]:
+    """The person's clothed field around its body posed by ``params`` (untranslated), and that body (V, 3)."""
+
+    def t(a):
+        return torch.as_tensor(np.asarray(a).reshape(1, -1), dtype=model.dtype, device=model.device)
+
+    with torch.no_grad():
+        posed = model(t(person.betas), t(params.global_orient), t(params.body_pose)).vertices[0].float().cpu()
+    return ClothedField(posed, model.faces.cpu(), person.rest_vertices, person.marks, person.garments), posed
+
+
+def _clothed_surface(cloth: ClothedField, params: BodyParams, grid_resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of ``cloth`` over its bounding cube, translated by ``params.transl``: (V, 3) float32, (F, 3)."""
+    box = cloth.bounds()
+    side = float((box[1] - box[0]).max())
+    cube = np.stack([box[0], box[0] + side])
+    verts, tri = extract_surface(cloth, cube, resolution=grid_resolution, coarse_resolution=33, level=0.0,
+                                 inside="below", batch_points=2**16)  # fmt: skip
+    return (verts + np.asarray(params.transl, np.float32).reshape(3)).astype(np.float32), tri
+
+
+def clothed_mesh(
+    model: BodyModel, person: ClothedPerson, params: BodyParams, grid_resolution: int = 160
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ground-truth clothed mesh ``render_frame`` renders for this pose (one frame, B = 1), without rendering.
+
+    Returns:
+        (V, 3) float32 vertices (camera space, metres) and (F, 3) faces.
+    """
+    cloth, _ = _clothed_field(model, person, params)
+    return _clothed_surface(cloth, params, grid_resolution)
+
+
 def render_frame(
     model: BodyModel,
     person: ClothedPerson,
@@ -120,21 +153,9 @@ def render_frame(
     if len(params) != 1:
         raise ValueError(f"render_frame poses one frame (B = 1), got {len(params)}")
     params = params.numpy()
-
-    def t(a):
-        return torch.as_tensor(np.asarray(a).reshape(1, -1), dtype=model.dtype, device=model.device)
-
-    with torch.no_grad():
-        posed = model(t(person.betas), t(params.global_orient), t(params.body_pose)).vertices[0].float().cpu()
-    faces = model.faces.cpu()
-    cloth = ClothedField(posed, faces, person.rest_vertices, person.marks, person.garments)
-    box = cloth.bounds()
-    side = float((box[1] - box[0]).max())
-    cube = np.stack([box[0], box[0] + side])
-    verts, tri = extract_surface(cloth, cube, resolution=grid_resolution, coarse_resolution=33, level=0.0,
-                                 inside="below", batch_points=2**16)  # fmt: skip
+    cloth, posed = _clothed_field(model, person, params)
+    verts, tri = _clothed_surface(cloth, params, grid_resolution)
     transl = np.asarray(params.transl[0], np.float32)
-    verts = (verts + transl).astype(np.float32)
     v_t, f_t = torch.from_numpy(verts)[None], torch.from_numpy(tri)
     ren = render_mesh(v_t, f_t, camera, bvh=MeshBVH(v_t, f_t, sign_method="none"))
     mask = ren.mask[0]

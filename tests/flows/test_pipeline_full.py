@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from flows import pipeline
-from flows.bundled import demo_clip_path
+from flows.bundled import demo_clip_path, demo_truth_path
 from flows.store import FrameStatus, open_run
+from tests.quality import Floor, FloorChecks
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = demo_clip_path()
@@ -59,6 +60,19 @@ def test_default_path_needs_no_smplx(tmp_path):
     error_px = float(res.stdout.split("fit error px")[1].split()[0])
     assert error_px < 6.0, res.stdout
 
+# Quality floors of the demo run below (3 frames at 3 fps, 128-px crops, 48^3 surfaces, the fast preset's avatar with
+# 150/250 instead of 300/500 steps): Chamfer (cm) to the clip's true clothed meshes after a per-frame similarity
+# alignment (see demo_chamfers). Measured 2026-12-03: reconstructions 4.99 / 3.73 / 3.20 (mean 3.97), avatar in its
+# held poses 5.15 / 3.56 / 2.79 (mean 3.83; with the full 300/500 steps 5.13 / 3.61 / 2.90, mean 3.88; with 20/20
+# steps 13.05 / 11.61 / 12.78; with 100/150 steps the avatar's mean is 0.74 cm above the frames', failing the last
+# floor). Bounds: every frame below 6.0 cm (margins 1.0 / 0.85); the avatar's mean below the frames' mean (the issue's
+# rule; margin only 0.14 cm: the avatar averages the three frames rather than adding detail).
+DEMO_FLOORS = {
+    "max_frame_reconstruction_chamfer_cm": Floor(6.0, measured=4.99),
+    "max_frame_avatar_chamfer_cm": Floor(6.0, measured=5.15),
+    "avatar_minus_frames_mean_cm": Floor(0.0, measured=-0.14),
+}
+
 
 @pytest.mark.slow
 def test_demo_clip_end_to_end(prefect_server, tmp_path, monkeypatch):
@@ -74,9 +88,7 @@ def test_demo_clip_end_to_end(prefect_server, tmp_path, monkeypatch):
             "fit": {"orient_iters": 20, "pose_iters": 40, "silhouette_iters": 5},
             "reconstruct": {"resolution": 48, "coarse_resolution": 16,
                             "refine": {"iterations": 4, "repredict_every": 2, "render_resolution": 64}},
-            "avatar": {"samples_per_frame": 1000, "points_per_frame": 128, "body_points_per_frame": 64,
-                       "skin_steps": 20, "sdf_steps": 20, "checkpoint_every": 10, "skin_width": 32, "sdf_width": 32,
-                       "resolution": 24, "coarse_resolution": 9},
+            "avatar": {"skin_steps": 150, "sdf_steps": 250, "resolution": 64, "coarse_resolution": 17},
         },
     )  # fmt: skip
     result = pipeline.process_video(DEMO, tmp_path, cfg, batch_size=2)
@@ -84,8 +96,6 @@ def test_demo_clip_end_to_end(prefect_server, tmp_path, monkeypatch):
     store = open_run(result.store)
     assert (store.status() == FrameStatus.DONE).all()
     assert store.mesh_frames() == [0, 1, 2]
-    mesh = store.read_mesh(0)
-    assert len(mesh.faces) > 100
     refined = store.read_fit("refined")
     assert np.isfinite(refined.body_pose.numpy()).all()
     np.testing.assert_allclose(refined.betas.numpy(), store.read_fit("init").betas.numpy())  # β stays the video's
@@ -98,3 +108,60 @@ def test_demo_clip_end_to_end(prefect_server, tmp_path, monkeypatch):
     assert Path(result.avatar_dir, "avatar.safetensors").is_file()
     assert Path(result.avatar_video).is_file() and Path(result.avatar_gltf).is_file()
     assert len(store.read_avatar_mesh().faces) > 100
+    # how close frames and avatar come to the clip's true clothed meshes
+    rows = demo_chamfers(store, Path(result.avatar_dir))
+    rec, av = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    checks = FloorChecks("demo clip, 3 frames", f"Chamfer cm: reconstructions {rec.round(2)}, avatar {av.round(2)}")
+    checks.check("max_frame_reconstruction_chamfer_cm", rec.max(), DEMO_FLOORS["max_frame_reconstruction_chamfer_cm"])
+    checks.check("max_frame_avatar_chamfer_cm", av.max(), DEMO_FLOORS["max_frame_avatar_chamfer_cm"])
+    checks.check("avatar_minus_frames_mean_cm", av.mean() - rec.mean(), DEMO_FLOORS["avatar_minus_frames_mean_cm"])
+    checks.assert_all()
+
+
+def demo_chamfers(store, avatar_dir: Path, grid: int = 96, samples: int = 5000) -> list[tuple[float, float]]:
+    """(reconstruction, avatar) Chamfer (cm) to the true clothed mesh for each stored frame with a mesh.
+
+    The truth is regenerated from flows/demo/demo_truth.npz (``icon.synth.sequence.clothed_mesh`` at ``grid``). Frames
+    and avatar live in the crop's weak-perspective space, the truth in the clip's perspective camera: per frame one
+    similarity (Umeyama) maps the refined fitted body onto the true body and is applied to both meshes. The avatar is
+    posed (``repose_fast``) in the pose it holds for that frame.
+    """
+    import json
+
+    import torch
+
+    from avatar.model import load_avatar
+    from avatar.repose import repose_fast
+    from body import BodyModel, Motion
+    from geometry.alignment import umeyama
+    from geometry.metrics import reconstruction_metrics
+    from icon.synth.poses import BodyParams
+    from icon.synth.sample import body_vertices
+    from icon.synth.sequence import clothed_mesh, make_person
+
+    truth = np.load(demo_truth_path())
+    model = BodyModel()
+    person = make_person(model, int(truth["outfit_seed"]), betas=truth["betas"].astype(np.float32))
+    frames = store.mesh_frames()
+    fit = store.read_fit("refined", frames)
+    names = ("global_orient", "body_pose", "transl")
+    with torch.no_grad():
+        fitted = model(betas=fit.betas, **{n: getattr(fit, n) for n in names}).vertices.double().numpy()
+    avatar = load_avatar(avatar_dir, "cpu")
+    order = json.loads((avatar_dir / "training.json").read_text())["frames"]
+    held = {n: getattr(avatar.frame_poses, n)[[order.index(t) for t in frames]].detach().cpu() for n in names}
+    posed = repose_fast(avatar, Motion(fps=float(store.attrs.fps), **{n: v.numpy() for n, v in held.items()})).cpu()
+    rows = []
+    for k, t in enumerate(frames):
+        i = int(store.attrs.frame_indices[t])
+        params = BodyParams(person.betas, truth["global_orient"][i], truth["body_pose"][i], truth["transl"][i])
+        gt_v, gt_f = (torch.as_tensor(a) for a in clothed_mesh(model, person, params, grid))
+        sim = umeyama(fitted[k], body_vertices(model, params)[0].double().numpy())
+        mesh = store.read_mesh(t)
+        chamfer = []
+        for v, f in ((mesh.vertices, mesh.faces), (posed[k].numpy(), avatar.faces.cpu().numpy())):
+            v = torch.as_tensor(sim.apply(v), dtype=torch.float32)
+            m = reconstruction_metrics(v, torch.as_tensor(np.asarray(f)).long(), gt_v, gt_f.long(), n_samples=samples)
+            chamfer.append(float(m.chamfer))
+        rows.append((chamfer[0], chamfer[1]))
+    return rows

@@ -15,8 +15,7 @@ from geometry.render import render_mesh
 from icon.fit import BodyFit
 from icon.refine import RefineConfig, downsample_targets, refine_body, refinement_loss
 from icon.synth.clip import make_clip
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from tests.devices import DEVICES
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -254,3 +254,38 @@ class TestWriteDataset:
         other = TINY.model_copy(update={"num_points": 128})
         with pytest.raises(ValueError, match="another config"):
             write_dataset(tmp_path, range(2), other, self._generator(samples, []), 2)
+
+
+# ----------------------------------------------------------------------------------------------------- quality fixtures
+def test_quality_fixtures_regenerate(model):
+    """tests/data/quality_frames.npz is what scripts/make_quality_fixtures.py makes: one frame regenerated matches."""
+    from tests.icon.quality_frames import load_quality_config, load_quality_frames
+
+    seeds, config = load_quality_config()
+    assert len(seeds) == 8 and min(seeds) >= HELDOUT_SEED_START + 900  # disjoint from training, bench and validation
+    stored = load_quality_frames()[0]
+    fresh = make_sample(seeds[0], model, config)
+    np.testing.assert_array_equal(fresh.rgb, stored.rgb)
+    np.testing.assert_array_equal(fresh.mask, stored.mask)
+    for name in ("normal_front", "normal_back", "body_normal_front", "body_normal_back"):
+        np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-3, err_msg=name)  # float16
+    np.testing.assert_array_equal(fresh.faces, stored.faces)
+    np.testing.assert_allclose(fresh.vertices, stored.vertices, atol=1e-6)
+    for name in ("betas", "body_pose", "fit_body_pose", "fit_transl", "camera"):
+        np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-6, err_msg=name)
+
+
+def test_clothed_mesh_is_the_rendered_frames_mesh(model):
+    from geometry.cameras import OrthographicCamera
+    from icon.synth.appearance import Lighting
+    from icon.synth.sequence import clothed_mesh, make_person, render_frame, turn_and_wave_motion
+
+    person = make_person(model, 7)
+    params = turn_and_wave_motion(4)[1]
+    cam = OrthographicCamera(scale=torch.tensor([40.0]), cx=torch.tensor([32.0]), cy=torch.tensor([32.0]), width=64,
+                             height=64)  # fmt: skip
+    light = Lighting(direction=np.array([0.0, 0.0, 1.0]), ambient=0.4, intensity=1.0)
+    frame = render_frame(model, person, params, cam, np.zeros((64, 64, 3)), light, grid_resolution=40)
+    verts, faces = clothed_mesh(model, person, params, grid_resolution=40)
+    np.testing.assert_array_equal(verts, frame.vertices)
+    np.testing.assert_array_equal(faces, frame.faces)
