@@ -37,7 +37,7 @@ def main() -> None:
     tests = QUALITY_TESTS + ([DEMO_TEST] if args.demo else [])
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "floors.jsonl"
-        env = {**os.environ, "AVATARIZE_QUALITY_REPORT": str(report), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "AVATARIZE_QUALITY_REPORT": str(report)}
         env.setdefault("OMP_NUM_THREADS", "1")
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT,
                              env=env, capture_output=True, text=True)  # fmt: skip

@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from icon.synth import HELDOUT_SEED_START, SynthConfig, make_sample  # noqa: E402
+from body import BodyModel
+from icon.synth import HELDOUT_SEED_START, SynthConfig, make_sample
 
 SEEDS = [HELDOUT_SEED_START + 900 + i for i in range(8)]
 CONFIG = SynthConfig(image_size=128, grid_resolution=96, num_points=0)
 PARAMS = ("betas", "global_orient", "body_pose", "transl", "fit_betas", "fit_global_orient", "fit_body_pose",
           "fit_transl", "camera")  # fmt: skip
+
+
+def param_value(sample, name: str) -> np.ndarray:
+    """One of PARAMS from a `SynthSample` without the batch axis: ``fit_x`` reads ``sample.fit_body.x``."""
+    if name == "camera":
+        return sample.camera
+    if name.startswith("fit_"):
+        return getattr(sample.fit_body, name[4:])[0]
+    return getattr(sample.body, name)[0]
 
 
 def pack_sample(sample) -> dict[str, np.ndarray]:
@@ -43,7 +49,7 @@ def pack_sample(sample) -> dict[str, np.ndarray]:
     for name in ("normal_front", "normal_back", "body_normal_front", "body_normal_back"):
         out[name] = getattr(sample, name).astype(np.float16)
     for name in PARAMS:
-        out[name] = np.asarray(getattr(sample, name), np.float32)
+        out[name] = np.asarray(param_value(sample, name), np.float32)
     return out
 
 

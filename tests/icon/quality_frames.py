@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from body.params import BodyParams
 from icon.synth import SynthConfig, SynthSample
 
 QUALITY_FRAMES = Path(__file__).resolve().parents[1] / "data" / "quality_frames.npz"
@@ -33,8 +34,10 @@ def load_quality_frames(path: Path = QUALITY_FRAMES) -> list[SynthSample]:
                                                         "body_normal_back")},
                 points=np.zeros((0, 3), np.float32), occupancy=np.zeros(0, np.float32),
                 vertices=a["vertices"], faces=a["faces"].astype(np.int64),
-                **{k: a[k] for k in ("betas", "global_orient", "body_pose", "transl", "fit_betas", "fit_global_orient",
-                                     "fit_body_pose", "fit_transl", "camera")},
+                body=BodyParams(*(a[k][None] for k in ("betas", "global_orient", "body_pose", "transl"))),
+                fit_body=BodyParams(*(a[k][None] for k in ("fit_betas", "fit_global_orient", "fit_body_pose",
+                                                           "fit_transl"))),
+                camera=a["camera"],
                 garments=json.loads(a["garments"].tobytes()), pose_family="",
             ))  # fmt: skip
     return frames

@@ -259,6 +259,7 @@ class TestWriteDataset:
 # ----------------------------------------------------------------------------------------------------- quality fixtures
 def test_quality_fixtures_regenerate(model):
     """tests/data/quality_frames.npz is what scripts/make_quality_fixtures.py makes: one frame regenerated matches."""
+    from scripts.make_quality_fixtures import param_value
     from tests.icon.quality_frames import load_quality_config, load_quality_frames
 
     seeds, config = load_quality_config()
@@ -270,9 +271,9 @@ def test_quality_fixtures_regenerate(model):
     for name in ("normal_front", "normal_back", "body_normal_front", "body_normal_back"):
         np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-3, err_msg=name)  # float16
     np.testing.assert_array_equal(fresh.faces, stored.faces)
-    np.testing.assert_allclose(fresh.vertices, stored.vertices, atol=1e-6)
+    np.testing.assert_allclose(fresh.vertices, stored.vertices, atol=5e-5)  # float32 LBS order: ~1e-5 m
     for name in ("betas", "body_pose", "fit_body_pose", "fit_transl", "camera"):
-        np.testing.assert_allclose(getattr(fresh, name), getattr(stored, name), atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(param_value(fresh, name), param_value(stored, name), atol=1e-6, err_msg=name)
 
 
 def test_clothed_mesh_is_the_rendered_frames_mesh(model):
