@@ -32,6 +32,7 @@ __all__ = [
     "OccupancyFn",
     "SurfaceFusionConfig",
     "clothed_depth_maps",
+    "close_pinholes",
     "downsample_maps",
     "fill_outside",
     "fused_surface",
@@ -319,14 +320,61 @@ def fused_surface(
     coarse_resolution: int = 32,
     batch_points: int = 2**17,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes (coarse to fine) of a ``DepthHullField`` over its box; the largest component.
+    """Marching cubes (coarse to fine) of a ``DepthHullField`` over its box; the largest component, pinholes closed.
 
     Returns:
         vertices (V, 3) float32 and faces (F, 3) int64 (outward, counter-clockwise); empty arrays if no surface.
     """
     from geometry.surface import extract_surface
 
-    return extract_surface(
+    vertices, faces = extract_surface(
         field, field.bounds(), resolution=resolution, coarse_resolution=coarse_resolution, level=0.0, inside="below",
         batch_points=batch_points, keep_largest=True, device=field.body_vertices.device,
     )  # fmt: skip
+    return close_pinholes(vertices, faces)
+
+
+def close_pinholes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the few small boundary loops marching cubes can leave (degenerate triangles it drops near grid points
+    on the level set); a closed mesh is returned unchanged.
+
+    Args:
+        vertices: (V, 3) float32.
+        faces: (F, 3) int64.
+
+    Returns:
+        vertices (V, 3) float32, faces (F', 3) int64.
+    """
+    if len(faces) == 0:
+        return vertices, faces
+    # directed edges of the faces; a boundary half-edge (a -> b) has no twin (b -> a)
+    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = half[:, 0] * len(vertices) + half[:, 1]
+    twin = half[:, 1] * len(vertices) + half[:, 0]
+    boundary = half[~np.isin(key, twin)]
+    if len(boundary) == 0:
+        return vertices, faces
+    nxt = dict(zip(boundary[:, 1].tolist(), boundary[:, 0].tolist(), strict=False))  # walk the loops backwards
+    new_vertices, new_faces = [], []
+    seen: set[int] = set()
+    for start in boundary[:, 1].tolist():
+        if start in seen:
+            continue
+        loop = [start]
+        seen.add(start)
+        while True:
+            step = nxt.get(loop[-1])
+            if step is None or step in seen:
+                break
+            loop.append(step)
+            seen.add(step)
+        if len(loop) < 3 or nxt.get(loop[-1]) != loop[0]:
+            continue  # not a simple closed loop: leave it
+        centre = len(vertices) + len(new_vertices)
+        new_vertices.append(vertices[loop].mean(axis=0))
+        # the loop runs against the boundary half-edges, i.e. along the twins the fill faces need
+        new_faces += [[loop[i], loop[(i + 1) % len(loop)], centre] for i in range(len(loop))]
+    if not new_faces:
+        return vertices, faces
+    return (np.concatenate([vertices, np.asarray(new_vertices, np.float32)]).astype(np.float32),
+            np.concatenate([faces, np.asarray(new_faces, np.int64)]))  # fmt: skip
