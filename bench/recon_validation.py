@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="marching-cubes grid (default: the preset's)")
     parser.add_argument("--overlays", type=int, default=6, help="save overlays for the first N subjects")
     parser.add_argument("--fused", action="store_true", help="also the fused surface")
+    parser.add_argument("--table-only", action="store_true", help="print the table of the subjects under --out")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -139,11 +140,16 @@ def main() -> None:
     from flows.previews import write_png
 
     scorer = load_scorer(args.set)
+    baseline = {s["subject"]: s["icp"] for s in json.loads((args.set / "baseline_body.json").read_text())["subjects"]}
+    if args.table_only:
+        rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/metrics.json"))]
+        names = [n for n in ("body_fit", "integrated", "implicit", "fused") if any(n in r["metrics"] for r in rows)]
+        print_table(rows, names, baseline)
+        return
     subjects = sorted(p for p in (args.set / "subjects").iterdir() if p.is_dir())
     if args.subjects:
         subjects = [p for p in subjects if p.name in set(args.subjects)]
     subjects = subjects[: args.limit] if args.limit else subjects
-    baseline = {s["subject"]: s["icp"] for s in json.loads((args.set / "baseline_body.json").read_text())["subjects"]}
     device = torch.device(args.device)
     model = BodyModel().to(device)
     nets = (load_normal_net(WEIGHTS / "normal_net.safetensors", device),

@@ -26,11 +26,12 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 
-__all__ = ["DepthMaps", "IntegrationConfig", "integrate_front_back", "integrate_normals"]
+__all__ = ["DepthMaps", "IntegrationConfig", "contour_thickness", "integrate_front_back", "integrate_normals"]
 
 
 class IntegrationConfig(BaseModel):
@@ -58,6 +59,10 @@ class IntegrationConfig(BaseModel):
     solver: Literal["auto", "direct", "cg"] = Field(
         "auto", description="direct (scipy sparse LU, CPU), cg (torch conjugate gradients, any device), auto = direct "
         "for CPU tensors and cg for CUDA ones.",
+    )  # fmt: skip
+    boundary_weight: float = Field(
+        1.0, ge=0, description="Weight (relative to a gradient constraint) of the contour term of integrate_front_back:"
+        " on the mask's boundary pixels the back lies `contour_thickness` behind the front (0 = integrate separately).",
     )  # fmt: skip
     cg_iterations: int = Field(2000, ge=1, description="Maximum conjugate-gradient iterations per solve.")
     cg_tolerance: float = Field(1e-6, gt=0, description="Relative residual at which conjugate gradients stop.")
@@ -126,7 +131,8 @@ class _System:
     edge_q: torch.Tensor  # (E,)
     edge_a: torch.Tensor  # (E,)
     edge_b: torch.Tensor  # (E,)
-    edge_keep: torch.Tensor  # (E,) 0/1 cut mask
+    edge_keep: torch.Tensor  # (E,) 0/1 cut mask (or a fixed weight)
+    edge_robust: torch.Tensor  # (E,) bool: reweighted by IRLS
     prior_w: torch.Tensor  # (N,)
     prior_x: torch.Tensor  # (N,)
 
@@ -182,8 +188,9 @@ def _build_system(
     image_of = torch.arange(b, device=mask.device)[:, None, None].expand(b, h, w)[mask]
     target = torch.where(flat_prior, prior_x[mask], mean_x[image_of])
     prior_w = prior_w + 1e-6 * config.prior_weight * scale**2
-    return _System(n, index, torch.cat(ps), torch.cat(qs), torch.cat(as_), torch.cat(bs), torch.cat(keeps),
-                   prior_w, target)  # fmt: skip
+    keep = torch.cat(keeps)
+    return _System(n, index, torch.cat(ps), torch.cat(qs), torch.cat(as_), torch.cat(bs), keep,
+                   torch.ones_like(keep, dtype=torch.bool), prior_w, target)  # fmt: skip
 
 
 def _normal_matrix(
@@ -235,6 +242,73 @@ def _solve_cg(rows, cols, vals, rhs, n: int, x0: torch.Tensor, config: Integrati
     return x
 
 
+def _solve_system(system: _System, cfg: IntegrationConfig, device: torch.device) -> torch.Tensor:
+    """IRLS over the edges (the first solve unweighted): (N,) solution."""
+    use_cg = cfg.solver == "cg" or (cfg.solver == "auto" and device.type != "cpu")
+    x = system.prior_x.clone()
+    weights = system.edge_keep.clone()
+    for it in range(cfg.reweight_iterations + 1):
+        if it > 0:
+            resid = system.edge_a * (x[system.edge_q] - x[system.edge_p]) - system.edge_b
+            robust = system.edge_keep / (1.0 + (resid / cfg.robust_scale) ** 2)
+            weights = torch.where(system.edge_robust, robust, system.edge_keep)
+        rows, cols, vals, rhs = _normal_matrix(system, weights)
+        if use_cg:
+            x = _solve_cg(rows, cols, vals, rhs, system.n, x, cfg)
+        else:
+            x = _solve_direct(rows, cols, vals, rhs, system.n)
+    return x
+
+
+def _boundary(mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool mask pixels with a 4-neighbour outside the mask (or on the image border)."""
+    pad = tnf.pad(mask[:, None].float(), (1, 1, 1, 1))[:, 0]
+    inner = (pad[:, :-2, 1:-1] > 0) & (pad[:, 2:, 1:-1] > 0) & (pad[:, 1:-1, :-2] > 0) & (pad[:, 1:-1, 2:] > 0)
+    return mask & ~inner
+
+
+def contour_thickness(normals_front: torch.Tensor, normals_back: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Thickness (metres) of a surface at pixels half a pixel inside its occluding contour, from the normals.
+
+    A locally circular cross-section of radius r seen at distance δ inside its contour has n_z ≈ sqrt(2δ/r), so each
+    side lies h = r·n_z ≈ 2δ/n_z from the contour's depth; the thickness is the sum over the front and back normals
+    (n_z clamped at 0.1, i.e. at most 20δ per side).
+
+    Args:
+        normals_front: (..., 3) front normals at the pixels.
+        normals_back: (..., 3) back normals.
+        k: (...) pixels per metre (orthographic scale, or focal / depth for a pinhole camera).
+
+    Returns:
+        (...) thickness in metres.
+    """
+    delta = 0.5 / k
+    return 2 * delta * (1 / normals_front[..., 2].abs().clamp(min=0.1) + 1 / normals_back[..., 2].abs().clamp(min=0.1))
+
+
+def _couple(front: _System, back: _System, boundary: torch.Tensor, k: torch.Tensor, thickness: torch.Tensor,
+            weight: float) -> _System:  # fmt: skip
+    """One system of both surfaces (back unknowns after the front ones) with x_back - x_front = thickness on
+    ``boundary`` pixels (thickness (B, H, W) in the unknowns' units)."""
+    off = front.n
+    kk = k[:, None, None].expand_as(boundary)[boundary]
+    p = front.index[boundary]
+    q = back.index[boundary] + off
+    a = kk * weight**0.5
+    return _System(
+        n=front.n + back.n,
+        index=front.index,
+        edge_p=torch.cat([front.edge_p, back.edge_p + off, p]),
+        edge_q=torch.cat([front.edge_q, back.edge_q + off, q]),
+        edge_a=torch.cat([front.edge_a, back.edge_a, a]),
+        edge_b=torch.cat([front.edge_b, back.edge_b, a * thickness[boundary]]),
+        edge_keep=torch.cat([front.edge_keep, back.edge_keep, torch.ones_like(a)]),
+        edge_robust=torch.cat([front.edge_robust, back.edge_robust, torch.zeros_like(a, dtype=torch.bool)]),
+        prior_w=torch.cat([front.prior_w, back.prior_w]),
+        prior_x=torch.cat([front.prior_x, back.prior_x]),
+    )
+
+
 def integrate_normals(
     normals: torch.Tensor,
     mask: torch.Tensor,
@@ -275,16 +349,7 @@ def integrate_normals(
     xt, yt, k = _pixel_geometry(camera, b, h, w, device, dtype)
     prior_x = torch.log(prior.clamp(min=1e-6)) if perspective else prior
     system = _build_system(nrm, mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg)
-    use_cg = cfg.solver == "cg" or (cfg.solver == "auto" and device.type != "cpu")
-    x = system.prior_x.clone()
-    weights = system.edge_keep.clone()
-    for it in range(cfg.reweight_iterations + 1):
-        if it > 0:
-            resid = system.edge_a * (x[system.edge_q] - x[system.edge_p]) - system.edge_b
-            weights = system.edge_keep / (1.0 + (resid / cfg.robust_scale) ** 2)
-        rows, cols, vals, rhs = _normal_matrix(system, weights)
-        x = _solve_cg(rows, cols, vals, rhs, system.n, x, cfg) if use_cg else _solve_direct(rows, cols, vals, rhs,
-                                                                                           system.n)  # fmt: skip
+    x = _solve_system(system, cfg, device)
     depth = torch.exp(x) if perspective else x
     out[mask_b] = depth.to(normals.dtype)
     return out
@@ -315,11 +380,53 @@ def integrate_front_back(
     Returns:
         ``DepthMaps``; where the integrated back lies in front of the front (thin sides) both are set to their mean.
     """
-    front = integrate_normals(normals_front, mask, camera, body_depth_front, body_mask, config)
-    back = integrate_normals(normals_back, mask, camera, body_depth_back, body_mask, config)
+    cfg = config or IntegrationConfig()
+    if cfg.boundary_weight > 0:
+        front, back = _integrate_coupled(normals_front, normals_back, mask, camera, body_depth_front, body_depth_back,
+                                         body_mask, cfg)  # fmt: skip
+    else:
+        front = integrate_normals(normals_front, mask, camera, body_depth_front, body_mask, cfg)
+        back = integrate_normals(normals_back, mask, camera, body_depth_back, body_mask, cfg)
     mask_b = mask.to(device=front.device, dtype=torch.bool)
     crossed = mask_b & (back < front)
     mid = 0.5 * (front + back)
     front = torch.where(crossed, mid, front)
     back = torch.where(crossed, mid, back)
     return DepthMaps(front, back, mask_b)
+
+
+def _integrate_coupled(normals_front, normals_back, mask, camera, depth_front, depth_back, body_mask, cfg):
+    """Front and back integrated in one system, tied on the mask's boundary (see ``boundary_weight``)."""
+    _check_inputs(normals_front, mask, depth_front, body_mask)
+    _check_inputs(normals_back, mask, depth_back, body_mask)
+    device = normals_front.device
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    mask_b = mask.to(device=device, dtype=torch.bool)
+    prior_mask_b = body_mask.to(device=device, dtype=torch.bool) & mask_b
+    b, h, w = mask_b.shape
+    outs = [torch.zeros(b, h, w, dtype=normals_front.dtype, device=device) for _ in range(2)]
+    if not bool(mask_b.any()):
+        return outs
+    perspective = isinstance(camera, PerspectiveCamera)
+    xt, yt, k = _pixel_geometry(camera, b, h, w, device, dtype)
+    systems = []
+    for n, prior in ((normals_front, depth_front), (normals_back, depth_back)):
+        prior = prior.to(device=device, dtype=dtype)
+        if perspective and bool((prior[prior_mask_b] <= 0).any()):
+            raise ValueError("prior_depth must be positive where prior_mask holds for a perspective camera")
+        prior_x = torch.log(prior.clamp(min=1e-6)) if perspective else prior
+        systems.append(_build_system(n.to(dtype), mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg))
+    kk = k[:, None, None].expand(b, h, w)
+    if perspective:  # pixels per metre at the (prior) depth; the unknowns are log-depths: thickness / depth
+        d0 = torch.zeros(b, h, w, dtype=dtype, device=device)
+        d0[mask_b] = torch.exp(systems[0].prior_x)
+        thick = contour_thickness(normals_front.to(dtype), normals_back.to(dtype), kk / d0.clamp(min=1e-6))
+        thick = thick / d0.clamp(min=1e-6)
+    else:
+        thick = contour_thickness(normals_front.to(dtype), normals_back.to(dtype), kk)
+    joint = _couple(systems[0], systems[1], _boundary(mask_b), k, thick, cfg.boundary_weight)
+    x = _solve_system(joint, cfg, device)
+    x = torch.exp(x) if perspective else x
+    outs[0][mask_b] = x[: systems[0].n].to(outs[0].dtype)
+    outs[1][mask_b] = x[systems[0].n :].to(outs[1].dtype)
+    return outs

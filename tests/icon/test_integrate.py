@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
-from icon.integrate import IntegrationConfig, integrate_front_back, integrate_normals
+from icon.integrate import IntegrationConfig, contour_thickness, integrate_front_back, integrate_normals
 
 S = 96
 
@@ -165,7 +165,7 @@ def test_front_back_and_errors():
     cam = ortho()
     nf, m, df = sphere_ortho(cam)
     nb, _, db = sphere_ortho(cam, back=True)
-    maps = integrate_front_back(nf, nb, m, cam, df, db, m)
+    maps = integrate_front_back(nf, nb, m, cam, df, db, m, IntegrationConfig(boundary_weight=0.0))
     assert (maps.front - df)[m].abs().max() < 1e-6
     assert (maps.back - db)[m].abs().max() < 1e-6
     assert (maps.back >= maps.front).all()
@@ -175,3 +175,28 @@ def test_front_back_and_errors():
         integrate_normals(nf, m, cam, df[:, :10], m)
     with pytest.raises(ValueError, match="positive"):
         integrate_normals(nf, m, persp(), -df, m)
+
+
+def test_contour_term_recovers_the_thickness_the_prior_misses():
+    """Body 4 cm inside a clothing sphere (mask up to its contour): the contour term pushes front and back apart."""
+    cam = ortho()
+    o, _ = cam.rays(dtype=torch.float64)
+    r2 = o[..., 0] ** 2 + o[..., 1] ** 2
+    mask = r2 < 0.45**2  # the whole silhouette: its boundary pixels lie half a pixel inside the contour
+    h = torch.sqrt((0.45**2 - r2).clamp(min=0))
+    nf = torch.stack([o[..., 0], o[..., 1], h], -1) / 0.45 * mask[..., None]
+    nb = torch.stack([o[..., 0], o[..., 1], -h], -1) / 0.45 * mask[..., None]
+    df, db = (3.0 - h) * mask, (3.0 + h) * mask
+    body = r2 < 0.41**2
+    hb = torch.sqrt((0.41**2 - r2).clamp(min=0))
+    bf, bb = (3.0 - hb) * body, (3.0 + hb) * body
+    alone = integrate_front_back(nf, nb, mask, cam, bf, bb, body, IntegrationConfig(boundary_weight=0.0))
+    tied = integrate_front_back(nf, nb, mask, cam, bf, bb, body, IntegrationConfig(boundary_weight=1.0))
+    err_alone = ((alone.front - df).abs() + (alone.back - db).abs())[mask].mean()
+    err_tied = ((tied.front - df).abs() + (tied.back - db).abs())[mask].mean()
+    assert err_tied < 0.7 * err_alone  # 8.0 vs 12.8 cm (front + back error, mean over the mask)
+    thick = contour_thickness(nf, nb, torch.full(nf.shape[:-1], float(cam.scale[0]), dtype=torch.float64))
+    edge = mask & ~(torch.nn.functional.max_pool2d((~mask).double()[None], 3, 1, 1)[0] == 0)
+    true = (db - df)[edge]
+    # exact half a pixel inside the contour; staircase pixels of the discrete disc lie deeper (half of them within 10 %)
+    assert ((thick[edge] - true).abs() / true).median() < 0.1
