@@ -1,15 +1,17 @@
-"""icon.reconstruct: refine + normals + implicit surface in one call, with the shipped weights."""
+"""icon.reconstruct: refine + normals + clothed surface (integrated, implicit, fused) in one call, with the shipped
+weights."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from body import BodyModel
 from icon.implicit import load_implicit_net
 from icon.normal_net import load_normal_net
-from icon.reconstruct import ReconstructConfig, reconstruct
+from icon.reconstruct import ReconstructConfig, clothed_surfaces, reconstruct
 from icon.refine import RefineConfig
 from icon.synth import SynthConfig, make_sample
 
@@ -27,11 +29,20 @@ def setup():
 
 def test_reconstruct_one_frame(setup):
     model, sample, normal, implicit = setup
-    cfg = ReconstructConfig(resolution=64, coarse_resolution=16, refine=RefineConfig(iterations=6, repredict_every=3,
-                                                                                   render_resolution=64))
+    cfg = ReconstructConfig(
+        resolution=64, coarse_resolution=16, refine=RefineConfig(iterations=6, repredict_every=3, render_resolution=64)
+    )
     stages = []
-    rec = reconstruct(model, sample.rgb[None], sample.mask[None], sample.fitted_body(), normal, implicit, cfg,
-                      progress=lambda s, i, n: stages.append(s))
+    rec = reconstruct(
+        model,
+        sample.rgb[None],
+        sample.mask[None],
+        sample.fitted_body(),
+        normal,
+        implicit,
+        cfg,
+        progress=lambda s, i, n: stages.append(s),
+    )
     assert len(rec.meshes) == 1
     v, f = rec.meshes[0]
     assert v.shape[1] == 3 and f.shape[1] == 3 and len(f) > 100
@@ -42,8 +53,21 @@ def test_reconstruct_one_frame(setup):
     # the clothed mesh lies around the body: its box overlaps the refined body's box
     lo, hi = rec.body_vertices[0].amin(0).numpy(), rec.body_vertices[0].amax(0).numpy()
     assert np.all(v.min(0) < hi) and np.all(v.max(0) > lo)
-    assert {"refine", "implicit"} <= set(rec.seconds)
-    assert "implicit" in stages
+    assert {"refine", "surface"} <= set(rec.seconds)
+    assert "surface" in stages
+    assert cfg.surface == "integrated"
+    mesh = trimesh.Trimesh(v, f, process=True)
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1 and mesh.volume > 0
+    # the other surfaces from the same refined fit: each lies around the body; the implicit one as before
+    for kind in ("implicit", "fused"):
+        body, meshes = clothed_surfaces(model, rec.fit, rec.normals_front, rec.normals_back,
+                                        torch.as_tensor(sample.mask[None]), implicit, cfg, surface=kind)  # fmt: skip
+        vk, fk = meshes[0]
+        assert len(fk) > 100 and np.all(vk.min(0) < hi) and np.all(vk.max(0) > lo)
+        assert torch.allclose(body.cpu(), rec.body_vertices)
+    with pytest.raises(ValueError, match="implicit net"):
+        clothed_surfaces(model, rec.fit, rec.normals_front, rec.normals_back, torch.as_tensor(sample.mask[None]), None,
+                         cfg, surface="fused")  # fmt: skip
 
 
 def test_reconstruct_checks_shapes(setup):
