@@ -4,8 +4,9 @@ For each held-out subject: the *initial body fit* is the generator's perturbed f
 generator's noise levels), the *refined body* comes from the SMPL feedback loop driven by the shipped normal net and,
 as in the pipeline, anchored by the MediaPipe keypoints that ``icon.person.PersonDetector`` finds in the subject's
 image (``--no-keypoints`` refines from normals and silhouette only), and the *reconstruction* is the full ICON output
-(refinement + implicit surface). Each is compared with the ground-truth
-clothed mesh: Chamfer and point-to-surface distance (cm) and normal consistency, as ICON reports.
+(refinement + clothed surface: the default integrated one, and the implicit one from the same refined fit). Each is
+compared with the ground-truth clothed mesh: Chamfer and point-to-surface distance (cm) and normal consistency, as
+ICON reports.
 
 Usage: python bench/icon_accuracy.py --data out/synth_eval [--n 50] [--resolution 256] [--device cpu]
        (make data with: python scripts/make_synth.py --heldout --n 50 --size 256 --out out/synth_eval)
@@ -29,7 +30,7 @@ from icon.fit import BodyFit  # noqa: E402
 from icon.implicit import load_implicit_net  # noqa: E402
 from icon.normal_net import load_normal_net  # noqa: E402
 from icon.person import PersonDetector, image_keypoints  # noqa: E402
-from icon.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
+from icon.reconstruct import ReconstructConfig, clothed_surfaces, reconstruct  # noqa: E402
 from icon.refine import RefineConfig  # noqa: E402
 from icon.synth.shards import load_shard, shard_paths  # noqa: E402
 
@@ -62,7 +63,7 @@ def main() -> None:
     cfg = ReconstructConfig(resolution=args.resolution, refine=RefineConfig(iterations=args.iterations))
     faces = model.faces
     rows: dict[str, list[tuple[float, float, float]]] = {"initial body fit": [], "refined body fit": [],
-                                                         "reconstruction": []}  # fmt: skip
+                                                         "reconstruction": [], "implicit surface": []}  # fmt: skip
     detector = None if args.no_keypoints else PersonDetector()
     n_done, t0, n_keypoints = 0, time.perf_counter(), 0
     for shard in shard_paths(args.data):
@@ -84,6 +85,12 @@ def main() -> None:
                 "refined body fit": (rec.body_vertices[0].to(device), faces),
                 "reconstruction": tuple(torch.as_tensor(a, device=device) for a in rec.meshes[0]),
             }
+            if cfg.surface != "implicit":
+                _, implicit_meshes = clothed_surfaces(
+                    model, rec.fit, rec.normals_front, rec.normals_back, torch.as_tensor(sample.mask[None]),
+                    implicit_net, cfg, surface="implicit",
+                )  # fmt: skip
+                candidates["implicit surface"] = tuple(torch.as_tensor(a, device=device) for a in implicit_meshes[0])
             for name, (v, f) in candidates.items():
                 if len(f) == 0:
                     rows[name].append((float("nan"),) * 3)
@@ -100,7 +107,10 @@ def main() -> None:
           f"MediaPipe keypoints on {n_keypoints}/{n_done} subjects")
     print(f"{'':<20} {'Chamfer cm':>11} {'P2S cm':>8} {'NC':>6}")
     means = {}
+    print(f"(reconstruction = the {cfg.surface} surface)")
     for name, vals in rows.items():
+        if not vals:
+            continue
         a = np.nanmean(np.asarray(vals), axis=0)
         means[name] = a
         print(f"{name:<20} {a[0]:>11.3f} {a[1]:>8.3f} {a[2]:>6.3f}")
