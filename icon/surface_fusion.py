@@ -159,7 +159,7 @@ def clothed_depth_maps(
         config: ``SurfaceFusionConfig``.
 
     Returns:
-        ``ClothedDepth`` at ``config.map_size``.
+        ``ClothedDepth`` at ``config.map_size`` (or S if the crops are smaller).
     """
     cfg = config or SurfaceFusionConfig()
     if normals_front.ndim != 4 or normals_front.shape != normals_back.shape or normals_front.shape[-1] != 3:
@@ -167,7 +167,7 @@ def clothed_depth_maps(
                          f"{tuple(normals_back.shape)}")  # fmt: skip
     if masks.shape != normals_front.shape[:3]:
         raise ValueError(f"masks must be (B, S, S) = {tuple(normals_front.shape[:3])}, got {tuple(masks.shape)}")
-    size = cfg.map_size
+    size = min(cfg.map_size, normals_front.shape[1])
     nf, nb, m = downsample_maps(normals_front.float(), normals_back.float(), masks.to(normals_front.device), size)
     body = render_mesh(body_vertices.detach().float(), faces, camera, size, size)
     depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration)
