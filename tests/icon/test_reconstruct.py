@@ -1,15 +1,17 @@
-"""icon.reconstruct: refine + normals + implicit surface in one call, with the shipped weights."""
+"""icon.reconstruct: refine + normals + clothed surface (integrated, implicit, fused) in one call, with the shipped
+weights."""
 
 
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from body import BodyModel
 from flows.bundled import weights_path
 from icon.implicit import load_implicit_net
 from icon.normal_net import load_normal_net
-from icon.reconstruct import ReconstructConfig, reconstruct
+from icon.reconstruct import ReconstructConfig, clothed_surfaces, reconstruct
 from icon.refine import RefineConfig
 from icon.synth import SynthConfig, make_sample
 from tests.quality import Floor, FloorChecks
@@ -28,11 +30,20 @@ def setup():
 
 def test_reconstruct_one_frame(setup):
     model, sample, normal, implicit = setup
-    cfg = ReconstructConfig(resolution=64, coarse_resolution=16, refine=RefineConfig(iterations=6, repredict_every=3,
-                                                                                   render_resolution=64))
+    cfg = ReconstructConfig(
+        resolution=64, coarse_resolution=16, refine=RefineConfig(iterations=6, repredict_every=3, render_resolution=64)
+    )
     stages = []
-    rec = reconstruct(model, sample.rgb[None], sample.mask[None], sample.fitted_body(), normal, implicit, cfg,
-                      progress=lambda s, i, n: stages.append(s))
+    rec = reconstruct(
+        model,
+        sample.rgb[None],
+        sample.mask[None],
+        sample.fitted_body(),
+        normal,
+        implicit,
+        cfg,
+        progress=lambda s, i, n: stages.append(s),
+    )
     assert len(rec.meshes) == 1
     v, f = rec.meshes[0]
     assert v.shape[1] == 3 and f.shape[1] == 3 and len(f) > 100
@@ -41,8 +52,22 @@ def test_reconstruct_one_frame(setup):
     assert finite[-1] <= finite[0]
     assert rec.normals_front.shape == (1, 128, 128, 3) and rec.body_vertices.shape == (1, model.num_vertices, 3)
     # how close the surface comes to the truth is asserted by test_shipped_reconstruction_quality_floors
-    assert {"refine", "implicit"} <= set(rec.seconds)
-    assert "implicit" in stages
+    lo, hi = rec.body_vertices[0].amin(0).numpy(), rec.body_vertices[0].amax(0).numpy()
+    assert {"refine", "surface"} <= set(rec.seconds)
+    assert "surface" in stages
+    assert cfg.surface == "integrated"
+    mesh = trimesh.Trimesh(v, f, process=True)
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1 and mesh.volume > 0
+    # the other surfaces from the same refined fit: each lies around the body; the implicit one as before
+    for kind in ("implicit", "fused"):
+        body, meshes = clothed_surfaces(model, rec.fit, rec.normals_front, rec.normals_back,
+                                        torch.as_tensor(sample.mask[None]), implicit, cfg, surface=kind)  # fmt: skip
+        vk, fk = meshes[0]
+        assert len(fk) > 100 and np.all(vk.min(0) < hi) and np.all(vk.max(0) > lo)
+        assert torch.allclose(body.cpu(), rec.body_vertices)
+    with pytest.raises(ValueError, match="implicit net"):
+        clothed_surfaces(model, rec.fit, rec.normals_front, rec.normals_back, torch.as_tensor(sample.mask[None]), None,
+                         cfg, surface="fused")  # fmt: skip
 
 
 def test_reconstruct_checks_shapes(setup):

@@ -1,0 +1,162 @@
+"""Tests for icon.surface_fusion: analytic spheres and an ellipsoid 'dress' as body and clothing, rendered by the
+project's ray caster; the extracted surface is watertight, one component, and where the clothing is (no body band)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from geometry.cameras import OrthographicCamera
+from geometry.queries import closest_points
+from geometry.render import render_mesh
+from icon.surface_fusion import (
+    DepthHullField,
+    SurfaceFusionConfig,
+    close_pinholes,
+    clothed_depth_maps,
+    fill_outside,
+    fused_surface,
+    mask_signed_distance,
+)
+
+S = 128
+Z = -3.0
+
+
+def camera() -> OrthographicCamera:
+    return OrthographicCamera(scale=torch.tensor([S / 1.4]), cx=torch.tensor([S / 2]), cy=torch.tensor([S / 2]),
+                              width=S, height=S)  # fmt: skip
+
+
+def ellipsoid(radii, centre=(0.0, 0.0, Z), subdivisions=4) -> tuple[torch.Tensor, torch.Tensor]:
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    v = np.asarray(s.vertices) * np.asarray(radii) + np.asarray(centre)
+    return torch.tensor(v, dtype=torch.float32), torch.tensor(s.faces, dtype=torch.long)
+
+
+def union(*meshes):
+    vs, fs, off = [], [], 0
+    for v, f in meshes:
+        vs.append(v)
+        fs.append(f + off)
+        off += len(v)
+    return torch.cat(vs), torch.cat(fs)
+
+
+def reconstruct(body, clothed, config=None, occupancy=None):
+    """Clothed normals and mask rendered from the `clothed` mesh, the surface extracted around `body`."""
+    cam = camera()
+    r = render_mesh(clothed[0][None], clothed[1], cam)
+    cfg = config or SurfaceFusionConfig(map_size=S)
+    depth = clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None], body[1], cam, cfg)
+    field = DepthHullField(depth, cam, body[0], body[1], None, cfg, occupancy)
+    v, f = fused_surface(field, resolution=96, coarse_resolution=24)
+    return field, v, f
+
+
+def distances(v, f, target):
+    """Mean distance (m) of the mesh's vertices to the target mesh and of the target's vertices to the mesh."""
+    to_target = closest_points(target[0][None], target[1], torch.from_numpy(v)[None], "none", normals=False).distance
+    to_mesh = closest_points(torch.from_numpy(v)[None], torch.from_numpy(f), target[0][None], "none", normals=False)
+    return float(to_target.mean()), float(to_mesh.distance.mean())
+
+
+def check_closed(v, f):
+    m = trimesh.Trimesh(v, f, process=True)
+    assert m.is_watertight and m.is_winding_consistent
+    assert len(m.split(only_watertight=False)) == 1
+    assert m.volume > 0  # outward faces
+
+
+def test_clothing_sphere_around_body_sphere():
+    body = ellipsoid((0.3, 0.3, 0.3))
+    clothed = ellipsoid((0.34, 0.34, 0.34))
+    _, v, f = reconstruct(body, clothed)
+    check_closed(v, f)
+    a, b = distances(v, f, clothed)
+    # the body prior alone pulls the depth towards the body 4 cm inside; normals, silhouette and contour term keep the
+    # surface within 2 cm on average (1.6 cm measured; 3.2 cm without the contour term)
+    assert a < 0.02 and b < 0.02
+
+
+def test_loose_clothing_reaches_the_silhouette():
+    """A 'dress' 25 cm wider than the body on each side: kept whole (no fixed body band)."""
+    body = ellipsoid((0.15, 0.45, 0.12))
+    dress = ellipsoid((0.40, 0.45, 0.18))
+    _, v, f = reconstruct(body, dress)
+    check_closed(v, f)
+    assert v[:, 0].max() == pytest.approx(0.40, abs=0.02) and v[:, 0].min() == pytest.approx(-0.40, abs=0.02)
+    a, b = distances(v, f, dress)
+    assert a < 0.03 and b < 0.03  # 2.7 cm measured (the body prior is 6 to 25 cm inside the dress)
+
+
+def test_occlusion_gap_is_carved_by_the_body():
+    """An 'arm' 25 cm in front of a 'torso': the space between them, which no depth map sees, stays empty."""
+    torso = ellipsoid((0.3, 0.45, 0.12))
+    arm = ellipsoid((0.06, 0.3, 0.06), centre=(0.1, 0.0, Z + 0.35), subdivisions=3)
+    person = union(torso, arm)
+    field, v, f = reconstruct(person, person)
+    between = torch.tensor([[0.1, 0.0, Z + 0.22], [0.1, 0.1, Z + 0.2]])
+    assert (field(between) > 0).all()
+    inside = torch.tensor([[0.1, 0.0, Z + 0.35], [-0.2, 0.0, Z], [0.1, 0.0, Z + 0.05]])
+    assert (field(inside) < 0).all()
+    # without the body's say the ray interval fills the gap
+    assert (field.maps[..., 1].max() - field.maps[..., 0][field.maps[..., 0] > 0].min()) > 0.4
+
+
+def test_occupancy_decides_the_unseen_middle():
+    torso = ellipsoid((0.3, 0.45, 0.12))
+    arm = ellipsoid((0.06, 0.3, 0.06), centre=(0.1, 0.0, Z + 0.35), subdivisions=3)
+    person = union(torso, arm)
+    cam = camera()
+    r = render_mesh(person[0][None], person[1], cam)
+    cfg = SurfaceFusionConfig(map_size=S)
+    depth = clothed_depth_maps(r.normal_front, r.normal_back, r.mask, person[0][None], person[1], cam, cfg)
+    between = torch.tensor([[0.1, 0.0, Z + 0.22]])
+    fill = DepthHullField(depth, cam, person[0], person[1], None, cfg, occupancy=lambda p: torch.ones(len(p)))
+    carve = DepthHullField(depth, cam, person[0], person[1], None, cfg, occupancy=lambda p: -torch.ones(len(p)))
+    assert fill(between) < 0 < carve(between)
+
+
+def test_parts_and_outside_image_take_the_body():
+    body = ellipsoid((0.3, 0.3, 0.3))
+    clothed = ellipsoid((0.34, 0.34, 0.34))
+    cam = camera()
+    r = render_mesh(clothed[0][None], clothed[1], cam)
+    cfg = SurfaceFusionConfig(map_size=S)
+    depth = clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None], body[1], cam, cfg)
+    part = torch.zeros(len(body[1]), dtype=torch.bool)
+    part[body[0][body[1]][:, :, 0].mean(1) > 0.2] = True  # the +x cap is a 'hand'
+    field = DepthHullField(depth, cam, body[0], body[1], part, cfg)
+    p = torch.tensor([[0.32, 0.0, Z], [-0.32, 0.0, Z]])  # between body and clothing, on the 'hand' side and not
+    val = field(p)
+    assert val[0] == pytest.approx(0.02, abs=1e-3)  # the body's signed distance
+    assert val[1] < 0.01
+    far = torch.tensor([[5.0, 0.0, Z]])  # outside the image: the body's distance
+    assert field(far)[0] == pytest.approx(4.7, abs=0.01)
+
+
+def test_helpers():
+    mask = torch.zeros(1, 9, 9, dtype=torch.bool)
+    mask[:, 2:7, 2:7] = True
+    sd = mask_signed_distance(mask)
+    assert sd[0, 4, 4] == pytest.approx(-2.5) and sd[0, 0, 4] == pytest.approx(1.5) and sd[0, 2, 4] == -0.5
+    vals = torch.where(mask, torch.full((1, 9, 9), 2.0), torch.zeros(1, 9, 9))
+    filled = fill_outside(vals, mask, 2)
+    assert filled[0, 1, 4] == 2.0 and filled[0, 0, 4] == 2.0 and filled[0, 0, 0] == 0.0
+    s = trimesh.creation.icosphere(2)
+    v, f = close_pinholes(np.asarray(s.vertices, np.float32), np.asarray(s.faces)[1:])
+    m = trimesh.Trimesh(v, f, process=True)
+    assert m.is_watertight and m.is_winding_consistent and len(f) == len(s.faces) + 2
+    with pytest.raises(ValueError, match="batch size 1"):
+        DepthHullField(_two_frames(), camera(), *ellipsoid((0.3, 0.3, 0.3)))
+
+
+def _two_frames():
+    body = ellipsoid((0.3, 0.3, 0.3))
+    cam = camera()
+    r = render_mesh(body[0][None].expand(2, -1, -1), body[1], cam)
+    return clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None].expand(2, -1, -1), body[1], cam,
+                              SurfaceFusionConfig(map_size=S))  # fmt: skip
