@@ -17,7 +17,15 @@ from geometry.cameras import Camera, OrthographicCamera
 from geometry.queries import check_faces, check_vertices, vertex_normals
 from geometry.render import point_visibility
 
-__all__ = ["VertexColours", "diffuse_fill", "edge_distance", "fuse_vertex_colours", "mesh_adjacency"]
+__all__ = [
+    "VertexColours",
+    "avatar_vertex_colours",
+    "diffuse_fill",
+    "edge_distance",
+    "frame_vertex_colours",
+    "fuse_vertex_colours",
+    "mesh_adjacency",
+]
 
 
 @dataclass
@@ -205,3 +213,66 @@ def fuse_vertex_colours(
         seen = confidence > 1e-6
         colours = diffuse_fill(colours, seen, f, fill_iterations).clamp(0, 1)
     return VertexColours(colours=colours, confidence=confidence, seen=seen, gains=gains)
+
+
+def frame_vertex_colours(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    camera: Camera,
+    image: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    edge_px: float = 4.0,
+) -> torch.Tensor:
+    """Colours (V, 3) of one frame's reconstruction from its own image (the hidden side filled by diffusion).
+
+    Args:
+        vertices: (V, 3) mesh in the frame's camera space.
+        faces: (F, 3) int64 faces.
+        camera: the frame's camera (batch size 1).
+        image: (H, W, 3) float RGB in [0, 1].
+        mask: optional (H, W) bool person mask.
+        edge_px: see :func:`fuse_vertex_colours`.
+    """
+    m = None if mask is None else mask[None]
+    out = fuse_vertex_colours(vertices[None], faces, camera, image[None], m, edge_px=edge_px, gain_iterations=0)
+    return out.colours
+
+
+def avatar_vertex_colours(
+    avatar,
+    camera: Camera,
+    images: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    poses=None,
+    edge_px: float = 4.0,
+    frame_weights: torch.Tensor | None = None,
+) -> VertexColours:
+    """Colour of an avatar's canonical mesh fused over its T training frames.
+
+    The canonical mesh is skinned into each frame with its skinning weights and the pose the avatar holds there
+    (``avatar.frame_poses``), which places it in the frame's camera space.
+
+    Args:
+        avatar: ``avatar.model.Avatar``.
+        camera: the frames' cameras (batch size T).
+        images: (T, H, W, 3) float RGB in [0, 1].
+        masks: optional (T, H, W) bool person masks.
+        poses: ``avatar.poses.FramePoses`` of the T frames (default: ``avatar.frame_poses``).
+        edge_px: see :func:`fuse_vertex_colours`.
+        frame_weights: optional (T,) weights of whole frames (e.g. the refinement's robust weights).
+    """
+    from avatar.lbs import skin_points
+
+    poses = avatar.frame_poses if poses is None else poses
+    if len(poses) != images.shape[0]:
+        raise ValueError(f"{len(poses)} poses for {images.shape[0]} images")
+    posed = []
+    with torch.no_grad():
+        for idx in torch.arange(len(poses)).split(16):
+            p = poses.to(avatar.device)
+            tf = avatar.transforms(p.global_orient[idx], p.body_pose[idx], p.transl[idx])
+            n = len(idx)
+            posed.append(skin_points(avatar.vertices[None].expand(n, -1, -1),
+                                     avatar.skin_weights[None].expand(n, -1, -1), tf))  # fmt: skip
+    verts = torch.cat(posed)
+    return fuse_vertex_colours(verts, avatar.faces, camera, images, masks, edge_px=edge_px, frame_weights=frame_weights)

@@ -25,17 +25,21 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def save_mesh(path: str | Path, vertices, faces) -> Path:
-    """Write one mesh (vertices (V, 3), faces (F, 3)); the format follows the suffix (.ply, .obj, .glb, ...)."""
+def save_mesh(path: str | Path, vertices, faces, colours=None) -> Path:
+    """Write one mesh (vertices (V, 3), faces (F, 3), optional colours (V, 3) RGB in [0, 1]); the format follows the
+    suffix (.ply, .obj, .glb, ...)."""
     import trimesh
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    trimesh.Trimesh(_np(vertices), _np(faces), process=False).export(path)
+    rgb = None if colours is None else (np.clip(_np(colours), 0, 1) * 255 + 0.5).astype(np.uint8)
+    trimesh.Trimesh(_np(vertices), _np(faces), vertex_colors=rgb, process=False).export(path)
     return path
 
 
-def save_posed_meshes(directory: str | Path, vertices, faces, fmt: str = "ply", stem: str = "frame") -> list[Path]:
+def save_posed_meshes(
+    directory: str | Path, vertices, faces, fmt: str = "ply", stem: str = "frame", colours=None
+) -> list[Path]:
     """Write posed meshes ``<directory>/<stem>_<i:06d>.<fmt>``.
 
     Args:
@@ -43,6 +47,7 @@ def save_posed_meshes(directory: str | Path, vertices, faces, fmt: str = "ply", 
         vertices: (N, V, 3) posed vertices (e.g. ``repose_fast``), or a list of (V_i, 3) arrays.
         faces: (F, 3) shared faces, or a list of per-mesh faces.
         fmt: "ply" or "obj".
+        colours: optional (V, 3) RGB in [0, 1] shared by every mesh (one topology).
     """
     if fmt not in ("ply", "obj"):
         raise ValueError(f"fmt must be 'ply' or 'obj', got {fmt!r}")
@@ -50,8 +55,8 @@ def save_posed_meshes(directory: str | Path, vertices, faces, fmt: str = "ply", 
     faces_list = faces if isinstance(faces, list | tuple) else [faces] * len(vertices)
     if len(faces_list) != len(vertices):
         raise ValueError(f"got {len(vertices)} vertex arrays but {len(faces_list)} face arrays")
-    return [save_mesh(directory / f"{stem}_{i:06d}.{fmt}", v, f) for i, (v, f) in enumerate(zip(vertices, faces_list,
-                                                                                                 strict=True))]
+    pairs = enumerate(zip(vertices, faces_list, strict=True))
+    return [save_mesh(directory / f"{stem}_{i:06d}.{fmt}", v, f, colours) for i, (v, f) in pairs]
 
 
 def top_k_weights(weights: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +141,10 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
     a_nrm = add(normals, gl.FLOAT, gl.VEC3, gl.ARRAY_BUFFER)
     a_jnt = add(joints_k, gl.UNSIGNED_SHORT, gl.VEC4, gl.ARRAY_BUFFER)
     a_wgt = add(weights_k, gl.FLOAT, gl.VEC4, gl.ARRAY_BUFFER)
+    attributes = dict(POSITION=a_pos, NORMAL=a_nrm, JOINTS_0=a_jnt, WEIGHTS_0=a_wgt)
+    if avatar.has_colour:  # glTF vertex colours are linear; the fused colours are sRGB
+        attributes["COLOR_0"] = add(_np(avatar.vertex_colours).clip(0, 1).astype(np.float32) ** 2.2, gl.FLOAT, gl.VEC3,
+                                    gl.ARRAY_BUFFER)  # fmt: skip
     a_idx = add(faces.reshape(-1), gl.UNSIGNED_INT, gl.SCALAR, gl.ELEMENT_ARRAY_BUFFER, minmax=True)
     a_ibm = add(ibm_col, gl.FLOAT, gl.MAT4)
 
@@ -147,7 +156,7 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
     mesh_node = len(nodes)
     nodes.append(gl.Node(name=name, mesh=0, skin=0))
     primitive = gl.Primitive(
-        attributes=gl.Attributes(POSITION=a_pos, NORMAL=a_nrm, JOINTS_0=a_jnt, WEIGHTS_0=a_wgt), indices=a_idx,
+        attributes=gl.Attributes(**attributes), indices=a_idx,
         mode=gl.TRIANGLES,
     )
     gltf = gl.GLTF2(
