@@ -138,7 +138,7 @@ def resample_targets(targets: RefineTargets, size: int) -> RefineTargets:
 
 def laplacian_energy(offsets: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
     """Mean squared uniform Laplacian |x_i - mean_j x_j|^2 of a per-vertex field (V, 3)."""
-    return (offsets - torch.sparse.mm(adjacency, offsets)).pow(2).sum(-1).mean()
+    return (offsets - adjacency @ offsets).pow(2).sum(-1).mean()
 
 
 def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, edge_faces: torch.Tensor) -> torch.Tensor:
@@ -230,7 +230,7 @@ def refine_skinned_mesh(
     def offsets() -> torch.Tensor:
         x = delta
         for _ in range(config.refine_smoothing):
-            x = torch.sparse.mm(adjacency, x)
+            x = adjacency @ x
         return x
 
     def render(idx: torch.Tensor, verts_c: torch.Tensor, pose_idx: torch.Tensor):

@@ -10,9 +10,10 @@ nothing of them reaches the avatar.
     reconstruction, the naked fitted body, the avatar before refinement (SCANimate's extracted mesh) and the refined
     avatar, both skinned into the pose they hold for that frame.
 (b) Appearance, per odd frame: the coloured avatar skinned into the frame's fitted pose and rendered (albedo, no
-    shading) with the frame's crop camera, against the crop: PSNR and SSIM inside the union of the two masks, and the
-    mask IoU. Also with the avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh
-    frozen: ``avatar.refine`` with no offsets), as video-avatar papers do for test frames.
+    shading) with the frame's crop camera, against the crop: PSNR and SSIM inside the union of the two masks (each
+    image black outside its own mask, so a silhouette mismatch counts as an error), and the mask IoU. Also with the
+    avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh frozen:
+    ``avatar.refine`` with no offsets), as video-avatar papers do for test frames.
 (c) Seconds per stage (pipeline stages summed over frames; SCANimate, refinement, colour).
 
 Usage: nice python bench/avatar_validation.py --out OUT [--preset fast] [--frames 16] [--samples 10000] [--reuse]
@@ -103,7 +104,9 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def appearance(rendered, mask_r, real, mask_real) -> dict:
+    """PSNR, SSIM (inside the union of the masks) and mask IoU; both images on black outside their own mask."""
     union = mask_r | mask_real
+    rendered, real = rendered * mask_r[..., None], real * mask_real[..., None]
     mse = float(((rendered - real) ** 2).mean(-1)[union].mean())
     return {
         "psnr_db": float(10 * np.log10(1.0 / max(mse, 1e-12))),
@@ -249,8 +252,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             row = {"frame": odd[t], "poses": label, **appearance(img[k], mask_r[k], images[k], masks[k])}
             appear.append(row)
             if label == "pose_fitted_to_mask" and k < args.pngs:
-                diff = (img[k] - images[k]).abs().clamp(0, 1)
-                tile = torch.cat([img[k], images[k], diff], 1)
+                real = images[k] * masks[k][..., None]
+                diff = (img[k] - real).abs().clamp(0, 1)
+                tile = torch.cat([img[k], real, diff], 1)
                 write_png(out / f"appearance_{odd[t]:03d}.png", (tile.numpy() * 255 + 0.5).astype(np.uint8))
 
     # ---- report

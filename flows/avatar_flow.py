@@ -513,7 +513,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
         if avatar_dir is not None:
             for i, (t, (v, f)) in enumerate(zip(data.frames, data.meshes, strict=True)):
                 cam = camera_from_params(data.cameras[i : i + 1], data.image_size)
-                rgb = frame_vertex_colours(v, f, cam, images[i], masks[i], edge_px=config.colour_edge_px)
+                rgb = frame_vertex_colours(v, f, cam, images[i], masks[i], config.colour_edge_px)
                 save_mesh(Path(avatar_dir) / "frames" / f"frame_{t:06d}.ply", v, f, rgb)
         info["seconds"]["colour"] = round(time.perf_counter() - t0, 2)
         logger.info("avatar: colours fused from %d frames (%.0f %% of vertices seen) in %.1f s", len(data.frames),
