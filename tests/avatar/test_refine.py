@@ -145,3 +145,28 @@ def test_helpers():
     assert sub.batch_size == 2
     with pytest.raises(ValueError, match="batch size"):
         RefineTargets(targets.masks[:2], targets.camera)
+
+
+def test_refine_trained_avatar_towards_its_frames(trained):
+    """The SCANimate avatar refined against its own training frames' true masks and normals fits them better."""
+    import copy
+
+    from avatar.refine import apply_refinement, refine_avatar
+
+    seq, avatar = trained.sequence, copy.deepcopy(trained.avatar)
+    t = len(seq.frames)
+    cam = seq.camera
+    camera = type(cam)(focal=cam.focal.expand(t), cx=cam.cx.expand(t), cy=cam.cy.expand(t), width=cam.width,
+                       height=cam.height)  # fmt: skip
+    truth = [render_mesh(v[None].float(), f, camera_subset(camera, torch.tensor([i]))) for i, (v, f) in
+             enumerate(seq.frames)]  # fmt: skip
+    targets = RefineTargets(torch.cat([r.mask for r in truth]), camera, torch.cat([r.normal_front for r in truth]),
+                            torch.cat([r.normal_back for r in truth]))  # fmt: skip
+    cfg = avatar.config.model_copy(update={"refine_iterations": 30, "refine_resolution": 96})
+    result = refine_avatar(avatar, targets, cfg)
+    assert float(result.frame_losses.mean()) < 0.9 * float(result.initial_losses.mean())
+    before = avatar.vertices.clone()
+    apply_refinement(avatar, result)
+    assert torch.equal(avatar.vertices, result.vertices) and not torch.equal(before, avatar.vertices)
+    assert avatar.vertices.shape == before.shape and len(avatar.frame_poses) == t
+    assert "refine/total" in avatar.history
