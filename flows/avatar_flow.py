@@ -2,7 +2,8 @@
 an avatar with a motion file into posed meshes, an MP4 render and a rigged glTF (``repose``).
 
 Files: the avatar lives beside the store in ``<out>/<stem>.avatar/`` (``avatar.json`` + ``avatar.safetensors`` from
-``avatar.model.save_avatar``, ``training.json``, ``training_curves.png``, ``checkpoints/``); the canonical mesh and
+``avatar.model.save_avatar``, ``training.json``, ``training_curves.png``, ``checkpoints/``, ``frames/`` with each
+frame's reconstruction coloured from its own image); the canonical mesh and
 training curves also go into the store's ``/avatar`` group. Heavy imports (torch, Warp, matplotlib) are lazy.
 """
 
