@@ -266,7 +266,7 @@ def avatar_vertex_colours(
         edge_px: see :func:`fuse_vertex_colours`.
         frame_weights: optional (T,) weights of whole frames (e.g. the refinement's robust weights).
     """
-    from avatar.lbs import skin_points
+    from body.lbs import skin_points
 
     poses = avatar.frame_poses if poses is None else poses
     if len(poses) != images.shape[0]:

@@ -10,7 +10,8 @@ __all__ = ["AvatarConfig"]
 
 
 class AvatarConfig(BaseModel):
-    """SCANimate-style avatar training. Defaults suit a GPU; ``AvatarConfig.fast()`` is sized for CPU and tests."""
+    """SCANimate-style avatar training. Defaults suit a GPU; the ``fast`` preset's
+    ``avatar:`` section (flows/presets/fast.yaml) is sized for CPU and tests."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,14 +90,3 @@ class AvatarConfig(BaseModel):
     colour: bool = Field(True, description="Fuse per-vertex colours of the canonical mesh from the frames.")
     colour_edge_px: float = Field(4.0, gt=0, description="Distance (px) to the mask border of a full-weight colour.")
 
-    @classmethod
-    def fast(cls, **overrides) -> AvatarConfig:
-        """Small networks and few steps: minutes on a CPU; for tests and previews."""
-        base = dict(
-            samples_per_frame=6000, points_per_frame=512, frames_per_step=2, body_points_per_frame=512,
-            skin_width=64, skin_depth=3, skin_steps=300, skin_lr=3e-3, sdf_width=128, sdf_depth=4, sdf_frequencies=3,
-            sdf_steps=500, sdf_lr=1e-3, resolution=96, coarse_resolution=25, checkpoint_every=200,
-            refine_iterations=30, refine_resolution=192, refine_frames_per_step=4,
-        )  # fmt: skip
-        base.update(overrides)
-        return cls(**base)

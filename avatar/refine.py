@@ -22,8 +22,8 @@ import torch.nn.functional as tnf
 
 from avatar.colour import mesh_adjacency
 from avatar.config import AvatarConfig
-from avatar.lbs import skin_points
 from avatar.poses import FramePoses
+from body.lbs import skin_points
 from geometry.cameras import Camera
 from geometry.diffrender import edge_topology, render_differentiable
 from geometry.queries import face_normals

@@ -68,7 +68,7 @@ def score_icp(scorer, v: np.ndarray, f: np.ndarray, v_gt: np.ndarray, f_gt: np.n
 
 def posed_avatar(avatar, vertices: torch.Tensor, go, bp, tr) -> torch.Tensor:
     """(T, V, 3) canonical ``vertices`` skinned into poses go (T, 3), bp (T, 69), tr (T, 3)."""
-    from avatar.lbs import skin_points
+    from body.lbs import skin_points
 
     with torch.no_grad():
         tf = avatar.transforms(go, bp, tr)

@@ -2,18 +2,14 @@
 of (a) the perturbed body fit's own normals and (b) the predicted clothed normals, front and back. Prints a table;
 also split into pixels the body covers and pixels only clothing/hair covers (where the body has no normal: 90°).
 
-    python bench/normals.py --data out/synth_normal/heldout --weights weights/normal_net.safetensors [--device cpu]
+    python bench/normals.py --data out/synth_normal/heldout --weights icon/weights/normal_net.safetensors [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
-
-_REPO = Path(__file__).resolve().parents[1]
-sys.path = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -2,22 +2,18 @@
 per stage. Prints a table; a fresh output folder per run so nothing is resumed.
 
     .venv/bin/python bench/pipeline.py                       # fast preset, generated 16-frame clip, threads
-    .venv/bin/python bench/pipeline.py --runner process --workers 1,2 --video assets/demo.mp4
+    .venv/bin/python bench/pipeline.py --runner process --workers 1,2 --video flows/demo/demo.mp4
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# bench/ holds scripts named like packages (bench/geometry.py): import the packages, not the scripts.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

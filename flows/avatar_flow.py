@@ -26,13 +26,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 
 from avatar.config import AvatarConfig
+from flows.bundled import default_motion_path
+from flows.resources import emit_progress
 
 if TYPE_CHECKING:
     import torch
 
     from avatar.model import Avatar
-    from avatar.train import SequenceFits
     from body.motion import Motion
+    from body.params import BodyParams
     from flows.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,8 @@ __all__ = [
     "train_avatar_from_store",
 ]
 
-DEFAULT_MOTION = Path(__file__).resolve().parent.parent / "assets" / "motions" / "wave.npz"
-"""The bundled 3 s wave (assets/motions/README.md), used for previews."""
+DEFAULT_MOTION = default_motion_path()
+"""The bundled 3 s wave (body/data/motions/README.md), used for previews."""
 QUALITY_FLOOR = 0.2
 """Lowest per-frame quality weight given to a frame with a high refinement loss."""
 VIDEO_SIZE = 512
@@ -83,7 +85,7 @@ class StoreTrainingData:
 
     frames: list[int]
     meshes: list[tuple[torch.Tensor, torch.Tensor]]
-    fits: SequenceFits
+    fits: BodyParams
     fit_stage: list[str]
     cameras: torch.Tensor
     image_size: int
@@ -205,7 +207,7 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     """
     import torch
 
-    from avatar.train import SequenceFits
+    from body.params import BodyParams
     from flows.store import FrameStatus
 
     status = store.status()
@@ -244,7 +246,8 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
         )
     if (n_init := stages.count("init")) > 0:
         log.info("%s: %d of %d frames have no refined fit; using their initial fit", store.path, n_init, len(frames))
-    fit = {n: torch.stack([getattr(f, n)[i] for f, i in rows]) for n in names}
+    body = BodyParams.cat([f.body[i] for f, i in rows])
+    cameras = torch.stack([f.camera[i] for f, i in rows])
     keep = [candidates.index(t) for t in frames]
     weights, last = frame_quality_weights(store.read_loss(candidates)[keep])
     times = store.read_frames(frames).timestamp.astype(np.float64)
@@ -259,11 +262,9 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     return StoreTrainingData(
         frames=frames,
         meshes=meshes,
-        fits=SequenceFits(
-            betas=fit["betas"], global_orient=fit["global_orient"], body_pose=fit["body_pose"], transl=fit["transl"]
-        ),
+        fits=body,
         fit_stage=stages,
-        cameras=fit["camera"],
+        cameras=cameras,
         image_size=store.image_size,
         frame_weights=torch.from_numpy(weights),
         final_losses=last,
@@ -355,13 +356,39 @@ def _curve_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {k.replace("/", "."): np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
 
+def _training_info(
+    store_path: Path,
+    data: StoreTrainingData,
+    avatar: Avatar,
+    config: AvatarConfig,
+    body_model_path: str | None,
+    device: str,
+    change: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``training.json`` records about one avatar training: its inputs, settings and the held-pose change."""
+    return {
+        "store": str(store_path.resolve()),
+        "frames": data.frames,
+        "fit_stage": data.fit_stage,
+        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
+        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
+        "body_model": body_model_path,
+        "device": str(device),
+        "frame_times": [round(float(x), 4) for x in data.times],
+        "pose_smoothing_s": config.pose_smoothing_s,
+        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
+        "canonical_vertices": int(avatar.vertices.shape[0]),
+        "canonical_faces": int(avatar.faces.shape[0]),
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ training
 @task(name="train-avatar", cache_policy=NO_CACHE)
 def train_avatar_from_store(
     store_path: str | Path,
     config: AvatarConfig | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> Path:
@@ -373,7 +400,7 @@ def train_avatar_from_store(
 
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
-        config: avatar training settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` on a CPU).
+        config: avatar training settings (default ``AvatarConfig()``; the ``fast`` preset's section on a CPU).
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).
         device: torch device ("auto" picks CUDA when available).
         min_frames: fewest usable frames accepted.
@@ -385,7 +412,7 @@ def train_avatar_from_store(
     from avatar.model import save_avatar
     from avatar.poses import pose_change
     from avatar.train import train_avatar
-    from flows.pipeline import body_model
+    from flows.resources import body_model
     from flows.runners import resolve_device
     from flows.store import open_run
 
@@ -402,7 +429,7 @@ def train_avatar_from_store(
     model = body_model(body_model_path, device)  # the process-wide cache the frame tasks use
     visibility = _visibility(data)
     logger.info("avatar: %d frames from %s (weights %s), mean visibility %.2f", len(data.frames), store_path,
-                np.round(data.frame_weights.numpy(), 2).tolist(),
+                [round(float(w), 2) for w in data.frame_weights],
                 float(np.mean([float(v.mean()) for v in visibility])))  # fmt: skip
     checkpoints = avatar_dir / "checkpoints"
     fingerprint = _training_fingerprint(store, data, config, str(body_model_path or "embedded"))
@@ -412,7 +439,6 @@ def train_avatar_from_store(
 
     prior = _resumable_history(checkpoints)
     live: dict[str, list[float]] = {}
-    last_logged: dict[str, int] = {}
 
     def progress(stage: str, step: int, total: int, losses: dict[str, float]) -> None:
         if stage in _STAGE_ORDER:  # mirror train_avatar's history, so a later resume keeps these curves
@@ -420,10 +446,8 @@ def train_avatar_from_store(
                 live.setdefault(f"{stage}/{k}", []).append(float(v))
             live.setdefault(f"{stage}/step", []).append(float(step))
             (checkpoints / "history.json").write_text(json.dumps(_merge_history(prior, live)))
-        tenth = max(total // 10, 1)
-        if stage != "extract" and (step == total or step // tenth != last_logged.get(stage, -1)):
-            last_logged[stage] = step // tenth
-            logger.info("avatar %s %d/%d loss %.4f", stage, step, total, losses.get("total", float("nan")))
+        # the console's bar shows the steps; avatar.train logs one line per finished stage
+        emit_progress("steps", label=f"avatar {stage}", completed=step, total=total)
 
     t1 = time.perf_counter()
     avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
@@ -436,22 +460,9 @@ def train_avatar_from_store(
     change = pose_change(avatar.fitted_poses, avatar.frame_poses)
     logger.info("avatar: held poses differ from the fits by %.1f deg per joint, %.1f deg root, %.1f cm on average",
                 change["joint_deg"].mean(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
-    info = {
-        "store": str(store_path.resolve()),
-        "frames": data.frames,
-        "fit_stage": data.fit_stage,
-        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
-        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
-        "body_model": body_model_path,
-        "device": str(device),
-        "frame_times": [round(float(x), 4) for x in data.times],
-        "pose_smoothing_s": config.pose_smoothing_s,
-        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
-        "canonical_vertices": int(avatar.vertices.shape[0]),
-        "canonical_faces": int(avatar.faces.shape[0]),
-        "seconds": {"read": round(t_read, 2), "train": round(t_train, 2), **stages.pop("seconds")},
-        **stages,
-    }
+    info = _training_info(store_path, data, avatar, config, body_model_path, device, change)
+    info["seconds"] = {"read": round(t_read, 2), "train": round(t_train, 2), **stages.pop("seconds")}
+    info.update(stages)
     (avatar_dir / "training.json").write_text(json.dumps(info, indent=1))
     writable = open_run(store_path, "r+")
     writable.write_avatar_mesh(avatar.vertices.detach().cpu().numpy(), avatar.faces.detach().cpu().numpy())
@@ -613,9 +624,11 @@ def _pose_meshes(avatar: Avatar, motion: Motion, quality: str) -> list[tuple[np.
         faces = avatar.faces.cpu().numpy()
         return [(v, faces) for v in posed]
     out = []
-    for pose, transl in zip(motion.poses, motion.transl, strict=True):
+    for k, (pose, transl) in enumerate(zip(motion.poses, motion.transl, strict=True)):
+        emit_progress("steps", label="re-posing", completed=k, total=motion.num_frames)
         v, f = repose_full(avatar, pose, transl)
         out.append((v.cpu().numpy(), f.cpu().numpy()))
+    emit_progress("steps", label="re-posing", completed=motion.num_frames, total=motion.num_frames)
     return out
 
 
@@ -656,7 +669,7 @@ def repose(
     fps: float | None = None,
     quality: Literal["fast", "full"] = "fast",
     max_frames: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> ReposeResult:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated ``avatar.glb``.
 
@@ -706,11 +719,12 @@ def repose(
             old.unlink()
     colours = avatar.vertex_colours.cpu().numpy() if avatar.has_colour and quality == "fast" else None
     mesh_paths = save_posed_meshes(mesh_dir, [v for v, _ in meshes], [f for _, f in meshes], fmt="ply",
-                                   colours=colours)  # fmt: skip
+                                   vertex_colors=colours)  # fmt: skip
     lap("meshes")
     video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps, colours=colours)
     lap("video")
-    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar")
+    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar",
+                          animation_name=motion_path.stem)
     lap("gltf")
     seconds["total"] = time.perf_counter() - t0
     result = ReposeResult(avatar_dir=avatar_dir, motion_path=motion_path, out_dir=out_dir, quality=quality,
@@ -803,7 +817,7 @@ def train_avatar_flow(
     preview: bool = True,
     preview_frames: int | None = None,
     out_dir: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     min_frames: int = 2,
     body_model_path: str | None = None,
 ) -> AvatarFlowResult:
@@ -812,7 +826,7 @@ def train_avatar_flow(
     Args:
         store_path: the run store (``<out>/<stem>.zarr``).
         config: avatar training settings (default ``AvatarConfig()``).
-        motion_path: preview motion (default: the bundled ``assets/motions/wave.npz``).
+        motion_path: preview motion (default: the bundled wave, ``body/data/motions/wave.npz``).
         preview: re-pose the avatar with the motion (fast quality) into ``<avatar dir>/preview``.
         preview_frames: pose at most this many frames of the preview motion.
         out_dir: avatar folder (default ``<out>/<stem>.avatar``).

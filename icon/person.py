@@ -474,6 +474,7 @@ def detect_person(
     images: np.ndarray,
     detector: PoseDetector | None = None,
     config: PersonTrackingConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PersonTrack:
     """Find and follow one person through a clip.
 
@@ -489,6 +490,7 @@ def detect_person(
         images: (T, H, W, 3) uint8 RGB frames.
         detector: a ``PoseDetector``; default: a ``PersonDetector`` created here and closed at the end.
         config: tracking settings; default ``PersonTrackingConfig()``.
+        progress: optional callback ``(frames_done, frames_total)``, called before each frame and at the end.
 
     Returns:
         PersonTrack with keypoints, masks, boxes, valid flags and skip reasons.
@@ -497,7 +499,7 @@ def detect_person(
     config = config or PersonTrackingConfig()
     if detector is None:
         with PersonDetector() as own:
-            return detect_person(images, own, config)
+            return detect_person(images, own, config, progress)
 
     t_all, h, w = images.shape[:3]
     track = PersonTrack(
@@ -510,6 +512,8 @@ def detect_person(
     last_box: np.ndarray | None = None
     lost = 0
     for t in range(t_all):
+        if progress is not None:
+            progress(t, t_all)
         if last_box is not None and lost > config.max_lost_frames:
             logger.info("frame %d: tracked person lost for %d frames; starting a new track", t, lost)
             last_box = None
@@ -526,6 +530,8 @@ def detect_person(
         track.boxes[t] = candidate.box
         track.valid[t] = True
         last_box, lost = candidate.box, 0
+    if progress is not None:
+        progress(t_all, t_all)
     return track
 
 

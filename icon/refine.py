@@ -11,12 +11,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmarks_3d
+from body.params import BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
@@ -269,6 +271,107 @@ def _render_body_normals(model, betas, orient, pose, transl, camera: Orthographi
     return r.normal_front, r.normal_back
 
 
+@dataclass
+class _RefineParams:
+    """The tensors :func:`refine_body` optimises, in crop pixels of size S: shared β (1, 10), per-frame orient (T, 3),
+    pose (T, 69), x/y translation (T, 2) and log camera scale (T,); fixed z translation (T, 1) (unobservable with a
+    weak-perspective camera) and camera centre (T, 2)."""
+
+    betas: torch.Tensor
+    orient: torch.Tensor
+    pose: torch.Tensor
+    transl_xy: torch.Tensor
+    transl_z: torch.Tensor
+    log_scale: torch.Tensor
+    cxy: torch.Tensor
+    camera0: torch.Tensor
+    size: int
+    image_size: int
+
+    @classmethod
+    def from_fit(cls, fit: BodyFit, cfg: RefineConfig, size: int, device: torch.device, dtype: torch.dtype) -> Self:
+        cam0 = fit.camera.to(device, dtype)
+        return cls(
+            betas=fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas),
+            orient=fit.global_orient.to(device, dtype).clone().requires_grad_(True),
+            pose=fit.body_pose.to(device, dtype).clone().requires_grad_(True),
+            transl_xy=fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True),
+            transl_z=fit.transl[:, 2:].to(device, dtype),
+            log_scale=(cam0[:, 0] * size / fit.image_size).log().clone().requires_grad_(cfg.optimise_camera),
+            cxy=cam0[:, 1:] * size / fit.image_size,
+            camera0=cam0,
+            size=size,
+            image_size=fit.image_size,
+        )
+
+    def trainable(self, cfg: RefineConfig) -> list[torch.Tensor]:
+        params = [self.orient, self.pose, self.transl_xy] + ([self.betas] if cfg.optimise_betas else [])
+        return params + ([self.log_scale] if cfg.optimise_camera else [])
+
+    def camera(self) -> OrthographicCamera:
+        s = self.size
+        return OrthographicCamera(scale=self.log_scale.exp(), cx=self.cxy[:, 0], cy=self.cxy[:, 1], width=s, height=s)
+
+    def transl(self) -> torch.Tensor:
+        return torch.cat([self.transl_xy, self.transl_z], dim=-1)
+
+    def to_fit(self, cfg: RefineConfig, losses: torch.Tensor, kp_err: torch.Tensor, history: list[float]) -> BodyFit:
+        """The refined fit, detached, with the camera back in the input's image size."""
+        with torch.no_grad():
+            if cfg.optimise_camera:
+                scale = self.log_scale.exp() * self.image_size / self.size
+                camera_out = torch.cat([scale[:, None], self.camera0[:, 1:]], dim=-1)
+            else:
+                camera_out = self.camera0.clone()  # exactly the input (no log/exp round trip)
+        return BodyFit(
+            body=BodyParams(self.betas.detach().expand(self.orient.shape[0], -1).clone(), self.orient.detach().clone(),
+                            self.pose.detach().clone(), self.transl().detach().clone()),
+            camera=camera_out.detach(),
+            image_size=self.image_size,
+            losses=losses,
+            keypoint_error_px=kp_err,
+            history=history,
+        )
+
+
+def _plateau_scheduler(opt: torch.optim.Optimizer, cfg: RefineConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Decay the lr by ``cfg.lr_decay_factor`` when the mean loss stops improving (relative threshold)."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience,
+        threshold=cfg.min_relative_improvement, threshold_mode="rel", min_lr=min(cfg.min_lr, cfg.lr),
+    )  # fmt: skip
+
+
+def _checked_inputs(
+    fit: BodyFit,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    keypoints: torch.Tensor | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The inputs of :func:`refine_body` as tensors on ``device`` (masks bool, keypoints ``dtype``), after checking
+    their shapes against ``fit``."""
+    images = torch.as_tensor(images)
+    masks = torch.as_tensor(masks)
+    keypoints = torch.as_tensor(keypoints) if keypoints is not None else None
+    _check_inputs(fit, images, masks, keypoints)
+    kp = keypoints.to(device, dtype) if keypoints is not None else None
+    return images.to(device), masks.to(device=device, dtype=torch.bool), kp
+
+
+def _keypoint_error_px(
+    model: torch.nn.Module, p: _RefineParams, kp: torch.Tensor, min_confidence: float
+) -> torch.Tensor:
+    """(T,) mean distance (crop pixels of size S) between the projected model landmarks and the confident detected
+    keypoints ``kp`` (T, 33, 3)."""
+    out = model(betas=p.betas, global_orient=p.orient, body_pose=p.pose, transl=p.transl())
+    lm, lm_ok = mediapipe_landmarks_3d(model, out)
+    valid = ((kp[..., 2] >= min_confidence) & lm_ok[None]).to(kp.dtype)
+    err = (p.camera().project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
+    return (err * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+
+
 def refine_body(
     model: torch.nn.Module,
     fit: BodyFit,
@@ -302,41 +405,16 @@ def refine_body(
         `RefineResult` with detached tensors on the model's device.
     """
     cfg = config or RefineConfig()
-    images = torch.as_tensor(images)
-    masks = torch.as_tensor(masks)
-    keypoints = torch.as_tensor(keypoints) if keypoints is not None else None
-    _check_inputs(fit, images, masks, keypoints)
     device, dtype = model.device, torch.float32
+    images, masks, kp = _checked_inputs(fit, images, masks, keypoints, device, dtype)
     T, S = images.shape[0], images.shape[1]
     res = min(cfg.render_resolution, S)
-    images = images.to(device)
-    masks = masks.to(device=device, dtype=torch.bool)
-    kp = keypoints.to(device, dtype) if keypoints is not None else None
     topology = edge_topology(model.faces.to(device))
 
-    cam0 = fit.camera.to(device, dtype)
-    scale_s = cam0[:, 0] * S / fit.image_size  # camera in crop pixels of S
-    cxy_s = cam0[:, 1:] * S / fit.image_size
-    log_scale = scale_s.log().clone().requires_grad_(cfg.optimise_camera)
-    betas = fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas)
-    orient = fit.global_orient.to(device, dtype).clone().requires_grad_(True)
-    pose = fit.body_pose.to(device, dtype).clone().requires_grad_(True)
-    transl_xy = fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True)
-    transl_z = fit.transl[:, 2:].to(device, dtype)  # unobservable with a weak-perspective camera: kept
-
-    def camera() -> OrthographicCamera:
-        return OrthographicCamera(scale=log_scale.exp(), cx=cxy_s[:, 0], cy=cxy_s[:, 1], width=S, height=S)
-
-    def transl() -> torch.Tensor:
-        return torch.cat([transl_xy, transl_z], dim=-1)
-
-    params = [orient, pose, transl_xy] + ([betas] if cfg.optimise_betas else [])
-    params += [log_scale] if cfg.optimise_camera else []
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience,
-        threshold=cfg.min_relative_improvement, threshold_mode="rel", min_lr=min(cfg.min_lr, cfg.lr),
-    )
+    state = _RefineParams.from_fit(fit, cfg, S, device, dtype)
+    betas, orient, pose, camera, transl = state.betas, state.orient, state.pose, state.camera, state.transl
+    opt = torch.optim.Adam(state.trainable(cfg), lr=cfg.lr)
+    sched = _plateau_scheduler(opt, cfg)
 
     predictions = 0
     front = back = targets = None
@@ -379,7 +457,7 @@ def refine_body(
         else:
             stale += 1
             if stale >= cfg.early_stop_patience:
-                log.info("refine_body: loss plateaued at step %d (mean %.4g)", steps, mean)
+                log.debug("refine_body: loss plateaued at step %d (mean %.4g)", steps, mean)
                 break
     if targets is None or (cfg.predict_final and predicted_at < steps):
         predict()
@@ -389,24 +467,6 @@ def refine_body(
         final = refinement_loss(model, betas, orient, pose, transl(), cam, targets, cfg, kp, topology).total
         kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
         if kp is not None:
-            lm, lm_ok = mediapipe_landmarks_3d(model, model(betas=betas, global_orient=orient, body_pose=pose,
-                                                            transl=transl()))
-            valid = ((kp[..., 2] >= cfg.min_confidence) & lm_ok[None]).to(dtype)
-            err = (cam.project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
-            kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1) * fit.image_size / S
-        if cfg.optimise_camera:
-            camera_out = torch.cat([(log_scale.exp() * fit.image_size / S)[:, None], cam0[:, 1:]], dim=-1)
-        else:
-            camera_out = cam0.clone()  # exactly the input (no log/exp round trip)
-    refined = BodyFit(
-        betas=betas.detach().expand(T, -1).clone(),
-        global_orient=orient.detach().clone(),
-        body_pose=pose.detach().clone(),
-        transl=transl().detach().clone(),
-        camera=camera_out.detach(),
-        image_size=fit.image_size,
-        losses=final.detach(),
-        keypoint_error_px=kp_err,
-        history=history,
-    )
+            kp_err = _keypoint_error_px(model, state, kp, cfg.min_confidence) * fit.image_size / S
+    refined = state.to_fit(cfg, final.detach(), kp_err, history)
     return RefineResult(refined, losses, front, back, steps, predictions)

@@ -1,23 +1,21 @@
-"""Write the bundled motion `assets/motions/wave.npz`: 3 s of a right-hand wave at 30 fps, from hand-set keyframes.
+"""Write the bundled motion `body/data/motions/wave.npz` (package data): 3 s of a right-hand wave at 30 fps, from
+hand-set keyframes.
 
 The keyframes (below) are authored here, not captured: at 5 fps the right arm rises, the forearm waves four times
 and the arm comes down, with a small weight shift; `body.motion.resample_motion` slerps them to 30 fps. The file is
 a plain SMPL npz (`poses` (N, 72), `trans`, `fps`, `up_axis='y'`) readable by `body.motion.load_motion`.
 
-Usage: python scripts/make_motion.py [--out assets/motions/wave.npz] [--fps 30]
+Usage: python scripts/make_motion.py [--out body/data/motions/wave.npz] [--fps 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body.motion import Motion, resample_motion, save_motion  # noqa: E402
+from body.motion import Motion, resample_motion, save_motion
 
 KEY_FPS = 5.0
 # (body joint index j in 1..23, axis) -> the body_pose column 3 * (j - 1) + axis
@@ -50,7 +48,7 @@ def wave_keyframes() -> Motion:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("assets/motions/wave.npz"))
+    parser.add_argument("--out", type=Path, default=Path("body/data/motions/wave.npz"))
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()
     motion = resample_motion(wave_keyframes(), args.fps)

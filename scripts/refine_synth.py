@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WARP_CACHE_PATH", str(REPO / ".cache" / "warp"))
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of synthetic shards")
     parser.add_argument("--out", type=Path, required=True, help="output folder of per-sample npz files")
-    parser.add_argument("--normal-net", type=Path, default=REPO / "weights" / "normal_net.safetensors")
+    parser.add_argument("--normal-net", type=Path, default=REPO / "icon" / "weights" / "normal_net.safetensors")
     parser.add_argument("--iterations", type=int, default=RefineConfig().iterations)
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--start", type=int, default=0, help="first sample index (split a run over processes)")

@@ -17,6 +17,7 @@ from geometry.queries import MeshBVH, interpolate_face_attributes
 
 __all__ = [
     "GARMENT_FAMILIES",
+    "WIDE_GARMENT_FAMILIES",
     "ClothedField",
     "FieldSample",
     "Garment",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 GARMENT_FAMILIES: tuple[str, ...] = ("fitted_top", "loose_top", "trousers", "shorts", "skirt", "dress", "hair")
+"""Families of the original generator (drawn with the default probabilities)."""
+WIDE_GARMENT_FAMILIES: tuple[str, ...] = ("coat", "open_jacket", "hood", "wide_skirt", "baggy_trousers")
+"""Extra families, drawn only when their probability (SynthConfig.garment_probabilities) is above 0."""
 
 _EDGE = 0.006  # metres: softness of hems, necklines and hairlines (rest-pose coordinates)
 _MAX_DIST = 0.3  # metres: deeper than any body interior, so BVH misses are outside
@@ -112,6 +116,8 @@ class OffsetLayer:
         hem_y, neck_y, sleeve, waist_y, leg_length: Band limits (None = unbounded).
         hair: Hair mode: coverage from a hairline that is high at the face and low at the back; ``long_hair`` extends
             it down the back of the neck onto the upper back.
+        opening: Half-width (metres, rest x) of an open front (an unbuttoned jacket shows the layer beneath).
+        hood: Hood mode: a thick layer behind and around the head and neck, the face left open.
     """
 
     thickness: float
@@ -126,6 +132,8 @@ class OffsetLayer:
     hair: bool = False
     long_hair: bool = False
     noise_field: SmoothNoise | None = None
+    opening: float | None = None
+    hood: bool = False
 
     def offset(self, rest: torch.Tensor, marks: RestLandmarks) -> torch.Tensor:
         """(N,) offset (metres, >= 0) at rest-pose points (N, 3) of closest body points."""
@@ -133,6 +141,8 @@ class OffsetLayer:
         a = marks.arm_coordinate(rest)
         if self.hair:
             return self._hair_offset(rest, marks)
+        if self.hood:
+            return self._hood_offset(rest, marks)
         cover = torch.ones_like(y)
         grow_t = torch.zeros_like(y)
         if self.hem_y is not None:
@@ -153,10 +163,24 @@ class OffsetLayer:
             leg = marks.leg_coordinate(rest)
             cover = cover * _step(self.leg_length - leg, 0.01)
             grow_t = (leg / max(self.leg_length, 1e-3)).clamp(0.0, 1.0)
+        if self.opening is not None:
+            front = _step(rest[:, 2] - 0.02, 0.01) * _step(-a, 0.02)
+            cover = cover * (1 - front * _step(self.opening - rest[:, 0].abs(), 0.006))
         thick = self.thickness + self.grow * grow_t
         if self.noise_field is not None and self.noise > 0:
             thick = thick + self.noise * (0.3 + 0.7 * grow_t) * self.noise_field(rest)
         return cover * thick.clamp(min=0.002)
+
+    def _hood_offset(self, rest: torch.Tensor, marks: RestLandmarks) -> torch.Tensor:
+        y, z = rest[:, 1], rest[:, 2]
+        above = _step(y - (marks.neck_y - 0.06), 0.01)
+        behind_face = 1.0 - _step(z - (marks.head_z + 0.03), 0.015)
+        near_axis = _step(0.16 - rest[:, 0].abs(), 0.02)
+        low = ((marks.head_y + 0.05 - y) / 0.2).clamp(0.0, 1.0)
+        thick = self.thickness + self.grow * low
+        if self.noise_field is not None and self.noise > 0:
+            thick = thick + self.noise * self.noise_field(rest)
+        return above * behind_face * near_axis * thick.clamp(min=0.002)
 
     def _hair_offset(self, rest: torch.Tensor, marks: RestLandmarks) -> torch.Tensor:
         y, z = rest[:, 1], rest[:, 2]
@@ -311,6 +335,48 @@ class Garment:
     volume: SkirtVolume | None = None
 
 
+def _add_extra_garments(
+    rng: np.random.Generator, p: dict[str, float], marks: RestLandmarks, posed: np.ndarray, rest: np.ndarray,
+    waist: float, garments: list[Garment],
+) -> None:  # fmt: skip
+    """Draw the WIDE_GARMENT_FAMILIES into ``garments`` (in place): wide skirts and baggy trousers replace skirts and
+    trousers; a long coat or an open jacket and a hood go over the outfit."""
+    u = rng.uniform
+    noise = SmoothNoise.sample
+    # Extra families: no draw at all when their probability is 0 (the original outfits stay bit-identical).
+    if p.get("wide_skirt", 0.0) > 0 and rng.random() < p["wide_skirt"]:
+        for i, g in enumerate(garments):
+            if g.family == "skirt":
+                vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.95), u(0.5, 1.1), rng)
+                garments[i] = Garment("wide_skirt", g.layers, vol)
+    if p.get("baggy_trousers", 0.0) > 0 and rng.random() < p["baggy_trousers"]:
+        for i, g in enumerate(garments):
+            if g.family == "trousers":
+                layer = OffsetLayer(
+                    thickness=u(0.02, 0.035), grow=u(0.05, 0.1), noise=u(0.008, 0.015), waist_y=waist,
+                    leg_length=u(0.9, 1.0), noise_field=noise(rng),
+                )  # fmt: skip
+                garments[i] = Garment("baggy_trousers", [layer])
+    if p.get("coat", 0.0) > 0 and rng.random() < p["coat"]:
+        # A long coat: thick sleeved upper layer plus a hanging volume from the waist to the knees or below.
+        top = OffsetLayer(
+            thickness=u(0.03, 0.045), grow=u(0.0, 0.02), noise=u(0.003, 0.008), hem_y=waist - 0.02,
+            neck_y=marks.neck_y + u(-0.02, 0.03), sleeve=u(0.85, 1.0), noise_field=noise(rng),
+        )  # fmt: skip
+        vol = build_skirt_volume(posed, rest, marks, waist, u(0.4, 0.85), u(0.05, 0.3), rng, margin=0.04)
+        garments.append(Garment("coat", [top], vol))
+    elif p.get("open_jacket", 0.0) > 0 and rng.random() < p["open_jacket"]:
+        layer = OffsetLayer(
+            thickness=u(0.028, 0.045), grow=u(0.0, 0.03), noise=u(0.003, 0.008), hem_y=marks.hip_y + u(-0.12, 0.05),
+            neck_y=marks.neck_y + u(-0.01, 0.03), sleeve=u(0.8, 1.0), noise_field=noise(rng), opening=u(0.03, 0.09),
+        )  # fmt: skip
+        garments.append(Garment("open_jacket", [layer]))
+    if p.get("hood", 0.0) > 0 and rng.random() < p["hood"]:
+        layer = OffsetLayer(thickness=u(0.03, 0.05), grow=u(0.02, 0.05), noise=u(0.002, 0.005), hood=True,
+                            noise_field=noise(rng))  # fmt: skip
+        garments.append(Garment("hood", [layer]))
+
+
 def sample_outfit(
     rng: np.random.Generator,
     marks: RestLandmarks,
@@ -384,6 +450,7 @@ def sample_outfit(
             long_hair=long_hair, noise_field=noise(rng, min_freq=20.0, max_freq=60.0),
         )  # fmt: skip
         garments.append(Garment("hair", [layer]))
+    _add_extra_garments(rng, p, marks, posed, rest, waist, garments)
     return garments
 
 
@@ -464,9 +531,9 @@ class ClothedField:
         reach = self.max_offset()
         band = torch.nonzero(hit & (body > -_BAND) & (body < reach + _BAND))[:, 0]
         rest = torch.zeros_like(pts)
-        rest[band] = interpolate_face_attributes(
-            self.rest, self.faces, q.face_index[:, band], q.barycentric[:, band]
-        )[0]
+        rest[band] = interpolate_face_attributes(self.rest, self.faces, q.face_index[:, band], q.barycentric[:, band])[
+            0
+        ]
         offset = torch.zeros_like(body)
         offset[body >= reach + _BAND] = reach
         label = torch.zeros_like(body, dtype=torch.long)

@@ -7,14 +7,24 @@ slight crouch), jittered per joint and clamped to approximate joint limits. Ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-__all__ = ["POSE_FAMILIES", "BodyParams", "perturb_params", "sample_body_params", "sample_body_pose"]
+from body.params import BodyParams
 
-POSE_FAMILIES: tuple[str, ...] = ("standing", "walking", "arms_out", "arms_bent", "arms_crossed", "crouch")
+__all__ = ["LEGACY_POSE_FAMILIES", "POSE_FAMILIES", "perturb_params", "sample_body_params", "sample_body_pose"]
+
+LEGACY_POSE_FAMILIES: tuple[str, ...] = ("standing", "walking", "arms_out", "arms_bent", "arms_crossed", "crouch")
+"""The original families, drawn by default (SynthConfig.pose_families)."""
+POSE_FAMILIES: tuple[str, ...] = (
+    *LEGACY_POSE_FAMILIES,
+    "sitting",
+    "arms_raised",
+    "arms_behind",
+    "turning",
+    "crouch_deep",
+)
+"""Every family; side and back views come from the full random turn about the vertical axis in each."""
 
 # SMPL joint indices (see body.model.SMPL_JOINT_NAMES).
 _L_HIP, _R_HIP, _SPINE1, _L_KNEE, _R_KNEE, _SPINE2, _L_ANKLE, _R_ANKLE, _SPINE3 = 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -56,26 +66,6 @@ def _limits() -> np.ndarray:
 
 
 _LIMITS = _limits()
-
-
-@dataclass
-class BodyParams:
-    """SMPL-format body parameters of one person (numpy, float32, no batch axis).
-
-    Attributes:
-        betas: (10,) shape coefficients (unit variance).
-        global_orient: (3,) root rotation, axis-angle, radians.
-        body_pose: (69,) rotations of joints 1..23, axis-angle, radians.
-        transl: (3,) translation in metres.
-    """
-
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-
-    def copy(self) -> BodyParams:
-        return BodyParams(self.betas.copy(), self.global_orient.copy(), self.body_pose.copy(), self.transl.copy())
 
 
 def _rotvec(*rotations: Rotation) -> np.ndarray:
@@ -143,6 +133,31 @@ def sample_body_pose(rng: np.random.Generator, family: str | None = None, noise:
         pose[_SPINE2] = [u(0.0, 0.15), 0.0, 0.0]
         if rng.random() < 0.5:
             arms = [(s, u(0.9, 1.3), u(0.2, 0.8), u(-0.2, 0.3), u(0.5, 1.5)) for s in (1, -1)]
+    elif family == "sitting":
+        # Seated without a seat: thighs near horizontal, shins hanging, back upright or leaning.
+        legs = [(s, u(1.25, 1.65), u(0.0, 0.3), u(1.2, 1.7)) for s in (1, -1)]
+        pose[_SPINE1] = [u(-0.1, 0.25), 0.0, 0.0]
+        arms = [(s, u(1.0, 1.35), u(0.1, 0.7), u(-0.2, 0.3), u(0.3, 1.5)) for s in (1, -1)]
+    elif family == "arms_raised":
+        # One or both arms above the shoulder line.
+        both = rng.random() < 0.6
+        arms = [(s, u(-1.3, -0.3) if both or s > 0 else u(1.1, 1.35), u(-0.3, 0.4), u(-0.3, 0.3), u(0.0, 1.2))
+                for s in (1, -1)]  # fmt: skip
+    elif family == "arms_behind":
+        arms = [(s, u(1.0, 1.3), u(-0.95, -0.55), u(-0.3, 0.3), u(0.1, 0.7)) for s in (1, -1)]
+    elif family == "turning":
+        # Torso and head twisted about the vertical axis relative to the hips, weight on one leg.
+        twist = u(0.2, 0.45) * (1 if rng.random() < 0.5 else -1)
+        for j in (_SPINE1, _SPINE2, _SPINE3):
+            pose[j] = [0.0, twist, 0.0]
+        pose[_NECK] = [0.0, twist, 0.0]
+        legs = [(s, u(-0.1, 0.3), u(0.0, 0.2), u(0.0, 0.4)) for s in (1, -1)]
+    elif family == "crouch_deep":
+        flex = u(1.2, 1.8)
+        legs = [(s, flex + u(-0.1, 0.1), u(0.1, 0.4), min(flex * u(1.3, 1.6), 2.4)) for s in (1, -1)]
+        pose[_SPINE1] = [u(0.2, 0.5), 0.0, 0.0]
+        pose[_SPINE2] = [u(0.0, 0.3), 0.0, 0.0]
+        arms = [(s, u(0.8, 1.3), u(0.4, 1.1), u(-0.2, 0.3), u(0.5, 1.8)) for s in (1, -1)]
     for leg in legs:
         _leg(pose, *leg)
     for arm in arms:
@@ -160,6 +175,8 @@ def sample_body_params(
     pose_noise: float = 0.08,
     max_tilt: float = 0.1,
     num_betas: int = 10,
+    families: tuple[str, ...] = LEGACY_POSE_FAMILIES,
+    beta_distribution: str = "normal",
 ) -> tuple[BodyParams, str]:
     """Shape from N(0, 1) clipped to +-beta_clip, a pose, a full turn about the vertical axis plus a small tilt.
 
@@ -169,17 +186,25 @@ def sample_body_params(
         pose_noise: Per-joint jitter (radians), see ``sample_body_pose``.
         max_tilt: Largest tilt (radians) of the vertical axis, drawn uniformly per axis in [-max_tilt, max_tilt].
         num_betas: Number of shape coefficients.
+        families: Pose families drawn uniformly.
+        beta_distribution: "normal" (N(0, 1) clipped) or "uniform" (in [-beta_clip, beta_clip]).
 
     Returns:
-        (parameters with zero translation, pose family name).
+        (one body's parameters (numpy float32, B = 1) with zero translation, pose family name).
     """
-    family = POSE_FAMILIES[int(rng.integers(len(POSE_FAMILIES)))]
-    betas = np.clip(rng.normal(0.0, 1.0, num_betas), -beta_clip, beta_clip).astype(np.float32)
+    family = families[int(rng.integers(len(families)))]
+    if beta_distribution == "uniform":
+        betas = rng.uniform(-beta_clip, beta_clip, num_betas).astype(np.float32)
+    elif beta_distribution == "normal":
+        betas = np.clip(rng.normal(0.0, 1.0, num_betas), -beta_clip, beta_clip).astype(np.float32)
+    else:
+        raise ValueError(f"beta_distribution must be 'normal' or 'uniform', got {beta_distribution!r}")
     body_pose = sample_body_pose(rng, family, pose_noise)
     yaw = rng.uniform(0.0, 2.0 * np.pi)
     tilt_x, tilt_z = rng.uniform(-max_tilt, max_tilt, 2)
     orient = _rotvec(Rotation.from_euler("x", tilt_x), Rotation.from_euler("z", tilt_z), Rotation.from_euler("y", yaw))
-    return BodyParams(betas, orient.astype(np.float32), body_pose, np.zeros(3, np.float32)), family
+    params = BodyParams(betas[None], orient.astype(np.float32)[None], body_pose[None], np.zeros((1, 3), np.float32))
+    return params, family
 
 
 def perturb_params(
@@ -193,7 +218,7 @@ def perturb_params(
     """Simulate a body-fit error: Gaussian noise on betas and joint rotations, a small root rotation and a shift.
 
     Args:
-        params: Exact parameters.
+        params: Exact parameters of one body (B = 1).
         rng: Seeded generator.
         betas_sigma: Std of the noise added to each beta.
         pose_sigma: Std (radians) of the noise added to each body-pose axis-angle component.
@@ -201,12 +226,14 @@ def perturb_params(
         transl_sigma: Std (metres) of the noise added to each translation component.
 
     Returns:
-        New BodyParams (float32).
+        New BodyParams (numpy float32, B = 1).
     """
-    out = params.copy()
-    out.betas = (params.betas + rng.normal(0.0, betas_sigma, params.betas.shape)).astype(np.float32)
-    out.body_pose = (params.body_pose + rng.normal(0.0, pose_sigma, params.body_pose.shape)).astype(np.float32)
+    if len(params) != 1:
+        raise ValueError(f"perturb_params perturbs one body (B = 1), got {len(params)}")
+    p = params.numpy()
+    betas = (p.betas[0] + rng.normal(0.0, betas_sigma, p.betas[0].shape)).astype(np.float32)
+    body_pose = (p.body_pose[0] + rng.normal(0.0, pose_sigma, p.body_pose[0].shape)).astype(np.float32)
     delta = Rotation.from_rotvec(rng.normal(0.0, orient_sigma, 3))
-    out.global_orient = (delta * Rotation.from_rotvec(params.global_orient)).as_rotvec().astype(np.float32)
-    out.transl = (params.transl + rng.normal(0.0, transl_sigma, 3)).astype(np.float32)
-    return out
+    orient = (delta * Rotation.from_rotvec(p.global_orient[0])).as_rotvec().astype(np.float32)
+    transl = (p.transl[0] + rng.normal(0.0, transl_sigma, 3)).astype(np.float32)
+    return BodyParams(betas[None], orient[None], body_pose[None], transl[None])

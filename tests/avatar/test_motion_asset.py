@@ -1,15 +1,14 @@
-"""The bundled motion assets/motions/wave.npz reads back and waves the right hand."""
+"""The bundled motion body/data/motions/wave.npz reads back and waves the right hand."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from body import load_motion
+from flows.bundled import default_motion_path
 
-WAVE = Path(__file__).resolve().parents[2] / "assets" / "motions" / "wave.npz"
+WAVE = default_motion_path()
 
 
 def test_wave_motion(body_model):

@@ -87,7 +87,7 @@ def _config(**kw) -> AvatarConfig:
     base = dict(refine_iterations=60, refine_lr=3e-3, refine_pose_lr=0.0, refine_resolution=SIZE,
                 refine_frames_per_step=3, refine_sigma_px=1.5)  # fmt: skip
     base.update(kw)
-    return AvatarConfig.fast(**base)
+    return AvatarConfig(**base)
 
 
 def test_sphere_approaches_the_ellipsoid():

@@ -1,6 +1,7 @@
 """Config presets and validation errors."""
 
 import pytest
+import yaml
 
 from flows.config import PRESETS, ConfigError, PipelineConfig, load_config
 
@@ -48,3 +49,17 @@ def test_yaml_file_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("nonexistent")
+
+
+def test_the_fast_avatar_is_defined_once_in_its_preset():
+    from avatar.config import AvatarConfig
+    from flows.bundled import preset_path
+    from flows.config import preset_avatar_config
+
+    assert not hasattr(AvatarConfig, "fast")
+    section = yaml.safe_load(preset_path("fast").read_text())["avatar"]
+    fast = preset_avatar_config("fast")
+    assert fast.model_dump(include=set(section)) == section and fast != AvatarConfig()
+    assert preset_avatar_config("fast", skin_steps=5).skin_steps == 5
+    with pytest.raises(ConfigError, match="avatar.skin_stepz"):
+        preset_avatar_config("fast", skin_stepz=5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from flows.bundled import weights_path
 from icon.normal_net import (
     NormalNet,
     NormalNetConfig,
@@ -341,11 +342,10 @@ def test_training_beats_the_body_normals_on_the_toy_task(toy_train, toy_heldout)
 
 
 def test_shipped_weights_load_and_predict(toy_heldout):
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "weights" / "normal_net.safetensors"
+    path = weights_path("normal_net")
     if not path.exists():
-        pytest.skip("weights/normal_net.safetensors not present")
+        pytest.skip(f"{path} not present")
     net = load_normal_net(path)
     assert net.config.image_size == 128
     b = _boundary_batch(toy_heldout, 2)

@@ -1,19 +1,19 @@
 """icon.reconstruct: refine + normals + implicit surface in one call, with the shipped weights."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from body import BodyModel
+from flows.bundled import weights_path
 from icon.implicit import load_implicit_net
 from icon.normal_net import load_normal_net
 from icon.reconstruct import ReconstructConfig, reconstruct
 from icon.refine import RefineConfig
 from icon.synth import SynthConfig, make_sample
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+WEIGHTS = weights_path("normal_net").parent
 
 
 @pytest.fixture(scope="module")

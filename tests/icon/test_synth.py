@@ -3,6 +3,7 @@ occupancy labels, garment coverage and the Zarr shard round trip (tiny samples: 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,7 +22,16 @@ from icon.synth import GARMENT_FAMILIES, HELDOUT_SEED_START, SynthConfig, make_s
 from icon.synth.garments import RestLandmarks, sample_outfit  # noqa: E402
 from icon.synth.poses import POSE_FAMILIES, sample_body_params, sample_body_pose  # noqa: E402
 from icon.synth.sample import body_vertices  # noqa: E402
-from icon.synth.shards import SynthDataset, load_shard, save_shard  # noqa: E402
+from icon.synth.shards import (  # noqa: E402
+    SynthDataset,
+    finished_shards,
+    load_shard,
+    plan_shards,
+    read_manifest,
+    save_shard,
+    shard_paths,
+    write_dataset,
+)
 
 wp.config.quiet = True
 
@@ -72,8 +82,9 @@ class TestPoses:
     def test_params_shapes(self):
         params, family = sample_body_params(np.random.default_rng(1))
         assert family in POSE_FAMILIES
-        assert params.betas.shape == (10,) and np.abs(params.betas).max() <= 2.5
-        assert params.global_orient.shape == (3,) and params.body_pose.shape == (69,) and params.transl.shape == (3,)
+        assert len(params) == 1 and not params.is_torch and params.betas.dtype == np.float32
+        assert params.betas.shape == (1, 10) and np.abs(params.betas).max() <= 2.5
+        assert float(np.abs(params.transl).max()) == 0.0
 
 
 class TestMakeSample:
@@ -85,7 +96,9 @@ class TestMakeSample:
             assert getattr(s, name).shape == (64, 64, 3) and getattr(s, name).dtype == np.float32
         assert s.points.shape == (512, 3) and s.occupancy.shape == (512,)
         assert s.faces.dtype == np.int64 and s.vertices.dtype == np.float32
-        assert s.fit_body_pose.shape == (69,) and s.camera.shape == (3,)
+        assert len(s.body) == 1 and len(s.fit_body) == 1 and s.camera.shape == (3,)
+        flat = s.array_fields()
+        assert flat["fit_body_pose"].shape == (69,) and flat["betas"].shape == (10,)
         assert set(s.garments) <= set(GARMENT_FAMILIES)
 
     def test_deterministic(self, model, samples):
@@ -94,13 +107,13 @@ class TestMakeSample:
             np.testing.assert_array_equal(value, again.array_fields()[name], err_msg=name)
         assert again.garments == samples[0].garments
         assert not np.array_equal(samples[0].rgb, samples[1].rgb)
-        assert not np.array_equal(samples[0].betas, samples[1].betas)
+        assert not np.array_equal(samples[0].body.betas, samples[1].body.betas)
 
     def test_mesh_watertight_and_encloses_body(self, model, samples):
         for s in samples:
             mesh = trimesh.Trimesh(s.vertices, s.faces, process=False)
             assert mesh.is_watertight and mesh.volume > 0
-            body, _ = body_vertices(model, s.params)
+            body, _ = body_vertices(model, s.body)
             sd = signed_distance(torch.from_numpy(s.vertices)[None], torch.from_numpy(s.faces), body[None])[0]
             # A 64^3 grid (~3 cm cells) loses fingers and toes; limbs and torso must be covered to 1 cm.
             part = model.lbs_weights.argmax(dim=1)
@@ -152,8 +165,8 @@ class TestMakeSample:
 
     def test_fit_is_perturbed(self, samples):
         s = samples[0]
-        assert not np.array_equal(s.betas, s.fit_betas)
-        assert np.abs(s.fit_body_pose - s.body_pose).max() < 0.5
+        assert not np.array_equal(s.body.betas, s.fit_body.betas)
+        assert np.abs(s.fit_body.body_pose - s.body.body_pose).max() < 0.5
 
 
 def test_every_garment_family_is_drawn(model):
@@ -184,3 +197,60 @@ def test_shard_round_trip(tmp_path, samples):
     np.testing.assert_array_equal(item.normal_front, samples[1].normal_front)
     assert item.faces.shape == (0, 3)  # meshes are skipped unless asked for
     assert SynthDataset([path], with_mesh=True)[-1].faces.shape == samples[1].faces.shape
+
+
+class TestWriteDataset:
+    """The resumable writer, fed by a cheap generator that relabels two real samples with the requested seeds."""
+
+    @staticmethod
+    def _generator(samples, calls, fail_after=None):
+        def generate(seeds):
+            for k, seed in enumerate(seeds):
+                if fail_after is not None and k == fail_after:
+                    raise KeyboardInterrupt("killed")
+                calls.append(seed)
+                yield dataclasses.replace(samples[seed % 2], seed=seed)
+
+        return generate
+
+    def test_plan(self):
+        assert plan_shards([5, 6, 7, 8, 9], 2) == [[5, 6], [7, 8], [9]]
+        with pytest.raises(ValueError, match="shard_size"):
+            plan_shards([1], 0)
+
+    def test_writes_shards_and_manifest(self, tmp_path, samples):
+        calls = []
+        manifest = write_dataset(tmp_path, range(5), TINY, self._generator(samples, calls), 2, info={"device": "cpu"})
+        assert calls == [0, 1, 2, 3, 4]
+        assert [p.name for p in shard_paths(tmp_path)] == ["shard_00000.zarr", "shard_00001.zarr", "shard_00002.zarr"]
+        assert manifest == read_manifest(tmp_path)
+        assert manifest["complete_samples"] == 5 and manifest["num_samples"] == 5
+        assert [(s["first_seed"], s["last_seed"], s["count"]) for s in manifest["shards"]] == [(0, 1, 2), (2, 3, 2),
+                                                                                               (4, 4, 1)]  # fmt: skip
+        assert manifest["config"] == TINY.model_dump(mode="json") and manifest["run"]["device"] == "cpu"
+        assert all(s["seconds"] >= 0 for s in manifest["shards"]) and manifest["run"]["samples_per_second"] > 0
+        assert [s.seed for s in SynthDataset(shard_paths(tmp_path))] == [0, 1, 2, 3, 4]
+
+    def test_killed_run_resumes(self, tmp_path, samples):
+        calls = []
+        with pytest.raises(KeyboardInterrupt):
+            write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls, fail_after=3), 2)
+        assert read_manifest(tmp_path)["complete_samples"] == 2  # shard 0 finished, shard 1 died half-way
+        assert finished_shards(tmp_path, plan_shards(range(6), 2), TINY) == {0}
+        # A half-written shard left behind by a kill is replaced, not trusted.
+        (tmp_path / "shard_00001.zarr.partial").mkdir()
+        calls.clear()
+        manifest = write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls), 2)
+        assert calls == [2, 3, 4, 5]  # the finished shard is skipped
+        assert manifest["complete_samples"] == 6 and len(manifest["shards"]) == 3
+        assert not (tmp_path / "shard_00001.zarr.partial").exists()
+        assert [s.seed for s in SynthDataset(shard_paths(tmp_path))] == list(range(6))
+        calls.clear()
+        write_dataset(tmp_path, range(6), TINY, self._generator(samples, calls), 2)
+        assert calls == []
+
+    def test_refuses_another_config(self, tmp_path, samples):
+        write_dataset(tmp_path, range(2), TINY, self._generator(samples, []), 2)
+        other = TINY.model_copy(update={"num_points": 128})
+        with pytest.raises(ValueError, match="another config"):
+            write_dataset(tmp_path, range(2), other, self._generator(samples, []), 2)

@@ -368,3 +368,28 @@ def test_directory_of_good_and_bad_videos(prefect_server, tmp_path, reliability_
                     + "; ".join(f"{n}: {m.split(':')[0]}" for n, m in sorted(failed.items()))
                     + f"; waiting (growing or empty) {[Path(p).name for p in result.growing]}; stores opened "
                     f"{opened}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- the command line
+def _avatarize(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PYTHONPATH=str(ROOT), HOME=str(cwd))
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["empty", "random"])
+def test_cli_run_on_a_bad_file_prints_one_line_and_exits_1(tmp_path, kind):
+    path = tmp_path / f"{kind}.mp4"
+    path.write_bytes(b"" if kind == "empty" else np.random.default_rng(1).bytes(20_000))
+    proc = _avatarize("run", str(path), "--out", str(tmp_path / "out"), "-c", "fast", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], output
+    assert ("file is empty (0 bytes)" if kind == "empty" else "not a readable video file") in lines[0]
+    assert "Traceback" not in output
+    # --verbose brings the details back: the traceback down to the reader that refused the file
+    verbose = _avatarize("run", str(path), "--out", str(tmp_path / "out"), "-c", "fast", "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 1 and "Traceback (most recent call last)" in verbose.stderr
+    assert "flows/video.py" in verbose.stderr and "NotAVideoError" in verbose.stderr

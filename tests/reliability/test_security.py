@@ -120,7 +120,7 @@ def test_no_unsafe_deserialisation_in_sources(reliability_row):
 def test_weights_are_safetensors(reliability_row):
     from safetensors import safe_open
 
-    weights = sorted(p for p in (ROOT / "weights").iterdir() if p.suffix != ".md")
+    weights = sorted(p for p in (ROOT / "icon" / "weights").iterdir() if p.suffix != ".md")
     assert weights and all(p.suffix == ".safetensors" for p in weights), weights
     tensors = {}
     for p in weights:
@@ -135,7 +135,7 @@ def test_weights_are_safetensors(reliability_row):
     reliability_row(
         "weights files",
         "safetensors only; no pickle-based weight files in the repository",
-        f"weights/: {tensors} (tensor counts; each header plain JSON, opened with safe_open); tracked files with "
+        f"icon/weights/: {tensors} (tensor counts; each header plain JSON, opened with safe_open); tracked files with "
         f"{sorted(UNSAFE_SUFFIXES)} suffixes: none",
     )
 
