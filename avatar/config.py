@@ -66,3 +66,27 @@ class AvatarConfig(BaseModel):
         "mean", description="Pose the canonical mesh is extracted at: the training poses' mean feature or the Da-pose."
     )
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (when a checkpoint dir is given).")
+    # --- multi-frame refinement against the frames' masks and normal maps (avatar.refine)
+    refine_iterations: int = Field(
+        60, ge=0, description="Adam steps refining the canonical mesh against all frames' masks and normals (0: off)."
+    )
+    refine_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the canonical vertex offsets (m).")
+    refine_pose_lr: float = Field(2e-3, ge=0, description="Adam learning rate of the per-frame pose corrections.")
+    refine_resolution: int = Field(256, ge=32, description="Side (px) the frames are rendered at during refinement.")
+    refine_frames_per_step: int = Field(8, ge=1, description="Frames rendered per refinement step.")
+    refine_sigma_px: float = Field(1.5, gt=0, description="Softness (px) of the rendered silhouette's boundary.")
+    w_refine_silhouette: float = Field(1.0, ge=0, description="Soft silhouette vs the frame's mask (mean L1).")
+    w_refine_normal: float = Field(1.0, ge=0, description="Rendered front normals vs the normal net's (L1).")
+    w_refine_normal_back: float = Field(0.3, ge=0, description="Rendered back normals vs the normal net's back map.")
+    w_refine_laplacian: float = Field(
+        2.0, ge=0, description="Uniform Laplacian of the offsets, in mean edge lengths (keeps the refinement smooth)."
+    )
+    w_refine_consistency: float = Field(0.05, ge=0, description="Normal consistency of adjacent faces (1 - cos).")
+    w_refine_pose: float = Field(1.0, ge=0, description="Squared size of the per-frame pose corrections (rad^2, m^2).")
+    refine_smoothing: int = Field(
+        3, ge=0, description="Neighbour-averaging passes applied to the offset field (smooth updates travel farther)."
+    )
+    # --- colour (avatar.colour)
+    colour: bool = Field(True, description="Fuse per-vertex colours of the canonical mesh from the frames.")
+    colour_edge_px: float = Field(4.0, gt=0, description="Distance (px) to the mask border of a full-weight colour.")
+

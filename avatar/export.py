@@ -245,7 +245,8 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
         motion: optional motion to include as animation ``animation_name`` (LINEAR interpolation at ``motion.fps``).
         name: mesh / scene name.
         animation_name: name of the animation (Blender's action), e.g. the motion file's stem.
-        vertex_colors: optional (V, 3|4) uint8 or float in [0, 1] colours of the canonical mesh (``COLOR_0``).
+        vertex_colors: optional (V, 3|4) uint8 or float in [0, 1] colours of the canonical mesh (``COLOR_0``);
+            default the avatar's own ``vertex_colours`` when it has them.
     """
     import pygltflib as gl
 
@@ -253,6 +254,8 @@ def save_gltf(path: str | Path, avatar: Avatar, motion: Motion | None = None, na
     path.parent.mkdir(parents=True, exist_ok=True)
     verts = _np(avatar.vertices).astype(np.float32)
     faces = _np(avatar.faces).astype(np.uint32)
+    if vertex_colors is None and avatar.has_colour:  # the avatar's own fused colours
+        vertex_colors = avatar.vertex_colours
     colours = _colours_u8(vertex_colors, len(verts))
     joints_k, weights_k = top_k_weights(avatar.skin_weights.cpu(), 4)
     joints_k = _np(joints_k).astype(np.uint16)

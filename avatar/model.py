@@ -17,9 +17,10 @@ from body.lbs import global_joint_transforms, skinning_transforms
 __all__ = ["Avatar", "build_networks", "load_avatar", "save_avatar"]
 
 FORMAT = "avatarize.avatar"
-FORMAT_VERSION = 2  # 2: per-training-frame poses (held and fitted); version 1 files load with none
+FORMAT_VERSION = 3  # 3: vertex colours; 2: per-training-frame poses (held and fitted); older files load without
 _TENSORS = ("betas", "rest_joints", "canonical_pose", "center", "vertices", "faces", "skin_weights",
             "reference_features", "bounds")  # fmt: skip
+_OPTIONAL = ("vertex_colours",)  # tensors older avatars lack: loaded empty
 _POSE_SETS = ("frame_poses", "fitted_poses")
 _POSE_FIELDS = ("global_orient", "body_pose", "transl")
 
@@ -47,6 +48,8 @@ class Avatar:
         frame_poses: the pose the avatar holds in each training frame (T frames, in training order): the fitted
             pose refined by ``avatar.poses.refine_frame_poses`` (equal to ``fitted_poses`` when refinement is off).
         fitted_poses: the body fits the avatar was trained from (T frames).
+        vertex_colours: (V, 3) float RGB in [0, 1] of the canonical mesh's vertices (``avatar.colour``), or (0, 3)
+            when the avatar has no colour.
     """
 
     config: AvatarConfig
@@ -66,6 +69,12 @@ class Avatar:
     history: dict[str, list[float]] = field(default_factory=dict)
     frame_poses: FramePoses = field(default_factory=FramePoses.empty)
     fitted_poses: FramePoses = field(default_factory=FramePoses.empty)
+    vertex_colours: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3))
+
+    @property
+    def has_colour(self) -> bool:
+        """The canonical mesh has one colour per vertex."""
+        return self.vertex_colours.shape == self.vertices.shape
 
     @property
     def device(self) -> torch.device:
@@ -112,7 +121,7 @@ class Avatar:
         """Move everything to ``device`` (in place); returns self."""
         for name in ("inverse_net", "forward_net", "sdf_net"):
             getattr(self, name).to(device)
-        for name in _TENSORS:
+        for name in _TENSORS + _OPTIONAL:
             setattr(self, name, getattr(self, name).to(device))
         for name in _POSE_SETS:
             setattr(self, name, getattr(self, name).to(device))
@@ -133,7 +142,7 @@ def save_avatar(avatar: Avatar, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"data.{k}": getattr(avatar, k).detach().cpu().contiguous() for k in _TENSORS}
+    tensors = {f"data.{k}": getattr(avatar, k).detach().cpu().contiguous() for k in _TENSORS + _OPTIONAL}
     for s in _POSE_SETS:
         for k in _POSE_FIELDS:
             tensors[f"{s}.{k}"] = getattr(getattr(avatar, s), k).detach().cpu().float().contiguous()
@@ -175,6 +184,7 @@ def load_avatar(directory: str | Path, device: str | torch.device = "cpu") -> Av
         net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         net.eval()
     data = {k: tensors[f"data.{k}"] for k in _TENSORS}
+    data.update({k: tensors[f"data.{k}"] for k in _OPTIONAL if f"data.{k}" in tensors})
     history = {str(k): [float(x) for x in v] for k, v in meta.get("history", {}).items()}
     poses = {
         s: FramePoses(*(tensors[f"{s}.{k}"] for k in _POSE_FIELDS)) if f"{s}.global_orient" in tensors

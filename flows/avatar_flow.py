@@ -2,7 +2,8 @@
 an avatar with a motion file into posed meshes, an MP4 render and a rigged glTF (``repose``).
 
 Files: the avatar lives beside the store in ``<out>/<stem>.avatar/`` (``avatar.json`` + ``avatar.safetensors`` from
-``avatar.model.save_avatar``, ``training.json``, ``training_curves.png``, ``checkpoints/``); the canonical mesh and
+``avatar.model.save_avatar``, ``training.json``, ``training_curves.png``, ``checkpoints/``, ``frames/`` with each
+frame's reconstruction coloured from its own image); the canonical mesh and
 training curves also go into the store's ``/avatar`` group. Heavy imports (torch, Warp, matplotlib) are lazy.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "frame_quality_weights",
     "load_training_data",
     "plot_training_curves",
+    "refine_and_colour",
     "render_motion_video",
     "repose",
     "train_avatar_flow",
@@ -453,12 +455,14 @@ def train_avatar_from_store(
                           device=device, frame_times=data.times)  # fmt: skip
     t_train = time.perf_counter() - t1
     avatar.history = _merge_history(prior, avatar.history)
+    stages = refine_and_colour(avatar, store, data, config, avatar_dir)
     save_avatar(avatar, avatar_dir)
     change = pose_change(avatar.fitted_poses, avatar.frame_poses)
     logger.info("avatar: held poses differ from the fits by %.1f deg per joint, %.1f deg root, %.1f cm on average",
                 change["joint_deg"].mean(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
     info = _training_info(store_path, data, avatar, config, body_model_path, device, change)
-    info["seconds"] = {"read": round(t_read, 2), "train": round(t_train, 2)}
+    info["seconds"] = {"read": round(t_read, 2), "train": round(t_train, 2), **stages.pop("seconds")}
+    info.update(stages)
     (avatar_dir / "training.json").write_text(json.dumps(info, indent=1))
     writable = open_run(store_path, "r+")
     writable.write_avatar_mesh(avatar.vertices.detach().cpu().numpy(), avatar.faces.detach().cpu().numpy())
@@ -467,6 +471,66 @@ def train_avatar_from_store(
     logger.info("avatar: trained in %.1f s (%d canonical vertices) -> %s", time.perf_counter() - t0,
                 len(avatar.vertices), avatar_dir)  # fmt: skip
     return avatar_dir
+
+
+def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, config: AvatarConfig,
+                      avatar_dir: Path | None = None) -> dict:  # fmt: skip
+    """Refine the trained avatar against its frames' masks and normal maps, then fuse its vertex colours (in place);
+    with ``avatar_dir``, also write each frame's reconstruction coloured from its own image to
+    ``<avatar_dir>/frames/frame_<t:06d>.ply``. Returns what was done (for ``training.json``)."""
+    import torch
+
+    from avatar.colour import avatar_vertex_colours, frame_vertex_colours
+    from avatar.export import save_mesh
+    from avatar.refine import RefineTargets, apply_refinement, refine_avatar
+    from icon.fit import camera_from_params
+
+    logger = _logger()
+    info: dict = {"seconds": {}}
+    frames = store.read_frames(data.frames)
+    masks = torch.from_numpy(np.asarray(frames.mask, bool))
+    camera = camera_from_params(data.cameras, data.image_size)
+    weights = data.frame_weights.clone()
+    has_mask = masks.flatten(1).any(1)
+    if not bool(has_mask.all()):
+        logger.warning("avatar: %d of %d frames have no person mask in the store; the avatar is not refined%s",
+                       int((~has_mask).sum()), len(data.frames), "" if has_mask.any() else " nor coloured")  # fmt: skip
+    if config.refine_iterations > 0 and len(avatar.frame_poses) == len(data.frames) and bool(has_mask.all()):
+        t0 = time.perf_counter()
+        maps = store.read_normals(data.frames)
+        front, back = (torch.from_numpy(np.asarray(m, np.float32)) for m in (maps.front, maps.back))
+        has_normals = bool(torch.isfinite(front).all() and torch.isfinite(back).all())
+        if not has_normals:
+            logger.warning("avatar refinement: the store lacks some normal maps; refining against the masks only")
+        targets = RefineTargets(masks, camera, front * masks[..., None] if has_normals else None,
+                                back * masks[..., None] if has_normals else None)  # fmt: skip
+        result = refine_avatar(avatar, targets, config)
+        apply_refinement(avatar, result)
+        weights = weights * result.frame_weights.cpu()
+        info["refine"] = {"initial_losses": [round(float(x), 5) for x in result.initial_losses],
+                          "final_losses": [round(float(x), 5) for x in result.frame_losses],
+                          "frame_weights": [round(float(x), 4) for x in result.frame_weights],
+                          "mean_offset_cm": round(100 * float(result.offsets.norm(dim=-1).mean()), 3)}  # fmt: skip
+        info["seconds"]["refine"] = round(time.perf_counter() - t0, 2)
+        logger.info("avatar: refined against %d frames in %.1f s, data loss %.4f -> %.4f", len(data.frames),
+                    result.seconds, float(result.initial_losses.mean()), float(result.frame_losses.mean()))  # fmt: skip
+    if config.colour and bool(has_mask.any()):
+        t0 = time.perf_counter()
+        images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0
+        fused = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
+                                      frame_weights=weights)  # fmt: skip
+        avatar.vertex_colours = fused.colours.to(avatar.device)
+        info["colour"] = {"seen_fraction": round(float(fused.seen.float().mean()), 4),
+                          "gains": [[round(float(g), 3) for g in row] for row in fused.gains]}  # fmt: skip
+        if avatar_dir is not None:
+            for i, (t, (v, f)) in enumerate(zip(data.frames, data.meshes, strict=True)):
+                cam = camera_from_params(data.cameras[i : i + 1], data.image_size)
+                rgb = frame_vertex_colours(v, f, cam, images[i], masks[i], config.colour_edge_px)
+                save_mesh(Path(avatar_dir) / "frames" / f"frame_{t:06d}.ply", v, f, rgb)
+        info["seconds"]["colour"] = round(time.perf_counter() - t0, 2)
+        logger.info("avatar: colours fused from %d frames (%.0f %% of vertices seen) in %.1f s", len(data.frames),
+                    100 * float(fused.seen.float().mean()), info["seconds"]["colour"])  # fmt: skip
+    return info
 
 
 # ------------------------------------------------------------------------------------------------------- repose
@@ -491,6 +555,7 @@ def render_motion_video(
     fps: float,
     size: int = VIDEO_SIZE,
     background: float = 0.12,
+    colours: Any = None,
 ) -> Path:
     """Render posed meshes as an MP4: Lambert-shaded normals seen from +Z by one fixed orthographic camera that frames
     the whole motion's bounding box (so the body moves inside a still frame).
@@ -501,6 +566,7 @@ def render_motion_video(
         fps: frame rate (> 0).
         size: output side (px).
         background: grey level of the background in [0, 1].
+        colours: optional (V, 3) RGB in [0, 1] per vertex (meshes of one topology), multiplied into the shading.
     """
     import torch
 
@@ -517,6 +583,7 @@ def render_motion_video(
     lo = torch.stack([v.amin(0) for v in verts]).amin(0).numpy()
     hi = torch.stack([v.amax(0) for v in verts]).amax(0).numpy()
     camera = _motion_camera(lo, hi, size)
+    rgb = None if colours is None else torch.as_tensor(np.asarray(colours), dtype=torch.float32).cpu()
 
     def frames():
         for v, f in zip(verts, faces, strict=True):
@@ -529,6 +596,10 @@ def render_motion_video(
                 (corners * hits.barycentric_front[mask][..., None]).sum(1), dim=-1, eps=1e-20
             )
             img = shade_normals(normals, light_dir=_LIGHT, mask=mask)
+            if rgb is not None:  # albedo x a softened shading (ambient 0.25 -> 0.55) so the colours read
+                albedo = torch.zeros_like(normals)
+                albedo[mask] = (rgb[f[hits.face_front[mask]]] * hits.barycentric_front[mask][..., None]).sum(1)
+                img = albedo * (0.4 + 0.6 * img)
             img = torch.where(mask[..., None], img, torch.full_like(img, background))
             yield (img[0].clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
 
@@ -646,9 +717,11 @@ def repose(
     if mesh_dir.is_dir():  # a shorter re-run must not leave the old run's extra frames behind
         for old in mesh_dir.glob("frame_*.ply"):
             old.unlink()
-    mesh_paths = save_posed_meshes(mesh_dir, [v for v, _ in meshes], [f for _, f in meshes], fmt="ply")
+    colours = avatar.vertex_colours.cpu().numpy() if avatar.has_colour and quality == "fast" else None
+    mesh_paths = save_posed_meshes(mesh_dir, [v for v, _ in meshes], [f for _, f in meshes], fmt="ply",
+                                   vertex_colors=colours)  # fmt: skip
     lap("meshes")
-    video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps)
+    video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps, colours=colours)
     lap("video")
     gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar",
                           animation_name=motion_path.stem)

@@ -1,0 +1,344 @@
+"""Multi-frame refinement of the avatar's canonical mesh against every frame's mask and normal maps.
+
+SCANimate learns the canonical surface from the frames' own reconstructions and inherits their errors. Here the
+canonical mesh, skinned into each frame with its weights and the pose the avatar holds there, is rendered with the
+differentiable normals + soft silhouette of ``geometry.diffrender`` and compared with the frame's person mask and the
+normal net's clothed front/back normal maps. Optimised: per-vertex canonical offsets (smoothed by neighbour
+averaging, regularised by a uniform Laplacian and face-normal consistency) and per-frame pose corrections. Pixels are
+compared only where the render and the target both see the person (the hidden side is left to the other frames),
+and each frame's weight falls with its loss relative to the median (a frame with a bad pose or mask barely pulls).
+Pure compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as tnf
+
+from avatar.colour import mesh_adjacency
+from avatar.config import AvatarConfig
+from avatar.poses import FramePoses
+from body.lbs import skin_points
+from geometry.cameras import Camera
+from geometry.diffrender import edge_topology, render_differentiable
+from geometry.queries import face_normals
+
+__all__ = [
+    "RefineResult",
+    "RefineTargets",
+    "apply_refinement",
+    "camera_subset",
+    "frame_weights_from_losses",
+    "laplacian_energy",
+    "normal_consistency",
+    "refine_avatar",
+    "refine_skinned_mesh",
+    "resample_targets",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FLOOR = 0.05
+"""Lowest weight of a frame in the refinement."""
+
+
+@dataclass
+class RefineTargets:
+    """What each of T frames shows.
+
+    Attributes:
+        masks: (T, H, W) bool person masks.
+        camera: camera with batch size T mapping the frames' space to their pixels (H x W).
+        normal_front: optional (T, H, W, 3) clothed front normals (camera space, zeros outside).
+        normal_back: optional (T, H, W, 3) clothed back normals in the front image frame.
+    """
+
+    masks: torch.Tensor
+    camera: Camera
+    normal_front: torch.Tensor | None = None
+    normal_back: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 3:
+            raise ValueError(f"masks must be (T, H, W), got {tuple(self.masks.shape)}")
+        t, h, w = self.masks.shape
+        if self.camera.batch_size != t or (self.camera.height, self.camera.width) != (h, w):
+            raise ValueError(f"camera must have batch size {t} and size {w}x{h} px, got batch "
+                             f"{self.camera.batch_size}, {self.camera.width}x{self.camera.height}")  # fmt: skip
+        for name in ("normal_front", "normal_back"):
+            n = getattr(self, name)
+            if n is not None and n.shape != (t, h, w, 3):
+                raise ValueError(f"{name} must be (T, H, W, 3) = {(t, h, w, 3)}, got {tuple(n.shape)}")
+
+
+@dataclass
+class RefineResult:
+    """Outcome of a refinement.
+
+    Attributes:
+        vertices: (V, 3) refined canonical vertices.
+        offsets: (V, 3) refined minus initial vertices (metres).
+        pose_delta: (T, P) per-frame pose corrections.
+        frame_weights: (T,) final robust weights in [WEIGHT_FLOOR, 1].
+        frame_losses: (T,) last data loss of each frame.
+        initial_losses: (T,) data loss of each frame before the refinement.
+        history: "refine/<term>" -> values per logged step (and "refine/step").
+        seconds: wall-clock time.
+    """
+
+    vertices: torch.Tensor
+    offsets: torch.Tensor
+    pose_delta: torch.Tensor
+    frame_weights: torch.Tensor
+    frame_losses: torch.Tensor
+    initial_losses: torch.Tensor
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def camera_subset(camera: Camera, index: torch.Tensor, size: int | None = None) -> Camera:
+    """The cameras of frames ``index`` (batch len(index)), optionally rescaled to a ``size`` x ``size`` image."""
+    k = 1.0 if size is None else size / camera.width
+    params = {}
+    for name in camera._param_names:
+        p = getattr(camera, name)
+        p = p[index.to(p.device)] if p.shape[0] > 1 else p.expand(len(index))
+        params[name] = p * k
+    if size is None:
+        return replace(camera, **params)
+    if camera.width != camera.height:
+        raise ValueError(f"rescaling needs a square camera, got {camera.width}x{camera.height}")
+    return replace(camera, **params, width=size, height=size)
+
+
+def resample_targets(targets: RefineTargets, size: int) -> RefineTargets:
+    """Targets area-resampled to ``size`` x ``size`` px (masks by majority, normals averaged and renormalised)."""
+    t, h, w = targets.masks.shape
+    if (h, w) == (size, size):
+        return targets
+    if h != w:
+        raise ValueError(f"resampling needs square frames, got {w}x{h}")
+    m = tnf.interpolate(targets.masks[:, None].float(), size=(size, size), mode="area")[:, 0]
+    masks = m > 0.5
+
+    def normals(n: torch.Tensor | None) -> torch.Tensor | None:
+        if n is None:
+            return None
+        r = tnf.interpolate(n.float().permute(0, 3, 1, 2), size=(size, size), mode="area").permute(0, 2, 3, 1)
+        return tnf.normalize(r, dim=-1, eps=1e-8) * masks[..., None]
+
+    cam = camera_subset(targets.camera, torch.arange(t), size)
+    return RefineTargets(masks, cam, normals(targets.normal_front), normals(targets.normal_back))
+
+
+def laplacian_energy(offsets: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    """Mean squared uniform Laplacian |x_i - mean_j x_j|^2 of a per-vertex field (V, 3)."""
+    return (offsets - adjacency @ offsets).pow(2).sum(-1).mean()
+
+
+def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, edge_faces: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cos between the normals of the two faces of each interior edge; vertices (V, 3), edge_faces (E, 2)."""
+    n = face_normals(vertices[None], faces)[0]
+    inner = edge_faces[:, 1] >= 0
+    a, b = n[edge_faces[inner, 0]], n[edge_faces[inner, 1]]
+    return (1.0 - (a * b).sum(-1)).mean()
+
+
+def frame_weights_from_losses(losses: torch.Tensor, floor: float = WEIGHT_FLOOR) -> torch.Tensor:
+    """Robust per-frame weights ``clip(exp(-(l / median(l) - 1)), floor, 1)`` from per-frame losses (T,)."""
+    med = losses.median().clamp(min=1e-12)
+    return torch.exp(-(losses / med - 1.0)).clamp(floor, 1.0)
+
+
+def _frame_losses(render, targets: RefineTargets, idx: torch.Tensor, config: AvatarConfig) -> torch.Tensor:
+    """Data loss (B,) of each rendered frame against its targets."""
+    mask = targets.masks[idx]
+    sil = (render.silhouette - mask.to(render.silhouette)).abs().mean(dim=(1, 2))
+    loss = config.w_refine_silhouette * sil
+    both = render.mask & mask
+    count = both.sum(dim=(1, 2)).clamp(min=1)
+    pairs = ((targets.normal_front, render.normal_front, config.w_refine_normal),
+             (targets.normal_back, render.normal_back, config.w_refine_normal_back))  # fmt: skip
+    for target, rendered, weight in pairs:
+        if target is None or weight == 0:
+            continue
+        diff = (rendered - target[idx].to(rendered)).abs().sum(-1) / 3.0
+        loss = loss + weight * (diff * both).sum(dim=(1, 2)) / count
+    return loss
+
+
+def refine_skinned_mesh(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    skin_weights: torch.Tensor,
+    frame_transforms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    num_pose_params: int,
+    targets: RefineTargets,
+    config: AvatarConfig,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> RefineResult:
+    """Refine a skinned canonical mesh against T frames' masks and normal maps.
+
+    Args:
+        vertices: (V, 3) canonical vertices (metres).
+        faces: (F, 3) int64 faces, counter-clockwise seen from outside.
+        skin_weights: (V, 24) skinning weights.
+        frame_transforms: ``f(frame_index (B,), pose_delta (B, P)) -> (B, 24, 4, 4)`` skinning transforms taking the
+            canonical mesh into those frames' camera space with the pose corrections applied (differentiable).
+        num_pose_params: P (0: no pose corrections).
+        targets: the frames' masks, cameras and normal maps.
+        config: ``refine_*`` and ``w_refine_*`` fields.
+        progress: called as ``progress(step, total, losses)``.
+
+    Returns:
+        RefineResult (the input tensors are not modified).
+    """
+    if vertices.ndim != 2 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {tuple(vertices.shape)}")
+    if skin_weights.shape[0] != vertices.shape[0]:
+        raise ValueError(f"skin_weights must have one row per vertex ({vertices.shape[0]}), got {skin_weights.shape}")
+    t0 = time.perf_counter()
+    device = vertices.device
+    faces = faces.long().to(device)
+    t = targets.masks.shape[0]
+    tg = resample_targets(targets, config.refine_resolution)
+    tg = RefineTargets(tg.masks.to(device), tg.camera.to(device),
+                       None if tg.normal_front is None else tg.normal_front.to(device),
+                       None if tg.normal_back is None else tg.normal_back.to(device))  # fmt: skip
+    base = vertices.detach().float()
+    weights = skin_weights.detach().float()
+    adjacency = mesh_adjacency(faces, base.shape[0]).to(device)
+    topology = edge_topology(faces)
+    edge = (base[topology.edges[:, 0]] - base[topology.edges[:, 1]]).norm(dim=-1).mean()
+    delta = torch.zeros_like(base, requires_grad=True)
+    pose = torch.zeros(t, num_pose_params, device=device, requires_grad=True)
+    groups = [{"params": [delta], "lr": config.refine_lr}]
+    if num_pose_params > 0 and config.refine_pose_lr > 0:
+        groups.append({"params": [pose], "lr": config.refine_pose_lr})
+    opt = torch.optim.Adam(groups)
+    per_step = min(config.refine_frames_per_step, t)
+    gen = torch.Generator().manual_seed(config.seed)
+    running = torch.full((t,), float("nan"), device=device)
+    robust = torch.ones(t, device=device)
+    history: dict[str, list[float]] = {}
+
+    def offsets() -> torch.Tensor:
+        x = delta
+        for _ in range(config.refine_smoothing):
+            x = adjacency @ x
+        return x
+
+    def render(idx: torch.Tensor, verts_c: torch.Tensor, pose_idx: torch.Tensor):
+        tf = frame_transforms(idx, pose_idx)
+        posed = skin_points(verts_c[None].expand(len(idx), -1, -1), weights[None].expand(len(idx), -1, -1), tf)
+        cam = camera_subset(tg.camera, idx)
+        normals = tg.normal_front is not None or tg.normal_back is not None
+        return render_differentiable(posed, faces, cam, normals=normals, silhouette=True,
+                                     sigma_px=config.refine_sigma_px, topology=topology)  # fmt: skip
+
+    def evaluate(verts_c: torch.Tensor) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for idx in torch.arange(t, device=device).split(per_step):
+                out.append(_frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config))
+        return torch.cat(out)
+
+    initial = evaluate(base)
+    running.copy_(initial)
+    robust = frame_weights_from_losses(running)
+    steps = config.refine_iterations
+    order = torch.randperm(t, generator=gen)
+    cursor = 0
+    for step in range(1, steps + 1):
+        if cursor + per_step > t:
+            order, cursor = torch.randperm(t, generator=gen), 0
+        idx = order[cursor : cursor + per_step].to(device)
+        cursor += per_step
+        off = offsets()
+        verts_c = base + off
+        losses = _frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config)
+        data = (robust[idx] * losses).sum() / robust[idx].sum()
+        lap = laplacian_energy(off, adjacency) / edge.pow(2)
+        nc = normal_consistency(verts_c, faces, topology.faces)
+        pose_reg = pose[idx].pow(2).sum(-1).mean() if num_pose_params > 0 else torch.zeros((), device=device)
+        total = (data + config.w_refine_laplacian * lap + config.w_refine_consistency * nc
+                 + config.w_refine_pose * pose_reg)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        with torch.no_grad():
+            running[idx] = losses.detach()
+            robust = frame_weights_from_losses(running)
+        terms = {"total": total, "data": data, "laplacian": lap, "consistency": nc, "pose": pose_reg}
+        if step % 5 == 0 or step == steps:
+            for k, v in terms.items():
+                history.setdefault(f"refine/{k}", []).append(float(v.detach()))
+            history.setdefault("refine/step", []).append(float(step))
+        if progress is not None:
+            progress(step, steps, {k: float(v.detach()) for k, v in terms.items()})
+    with torch.no_grad():
+        final_vertices = base + offsets()
+    final = evaluate(final_vertices) if steps > 0 else initial
+    robust = frame_weights_from_losses(final)
+    seconds = time.perf_counter() - t0
+    logger.info("refined over %d frames in %.1f s (%d steps): data loss %.4f -> %.4f, offsets mean %.2f cm",
+                t, seconds, steps, float(initial.mean()), float(final.mean()),
+                100 * float((final_vertices - base).norm(dim=-1).mean()))  # fmt: skip
+    return RefineResult(vertices=final_vertices, offsets=final_vertices - base, pose_delta=pose.detach(),
+                        frame_weights=robust, frame_losses=final, initial_losses=initial, history=history,
+                        seconds=seconds)  # fmt: skip
+
+
+def _held_poses(avatar, poses: FramePoses | None) -> FramePoses:
+    poses = avatar.frame_poses if poses is None else poses
+    if len(poses) == 0:
+        raise ValueError("the avatar holds no per-frame poses (saved before format 2): pass the frames' poses")
+    return poses.to(avatar.device)
+
+
+def refine_avatar(
+    avatar,
+    targets: RefineTargets,
+    config: AvatarConfig | None = None,
+    poses: FramePoses | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> RefineResult:
+    """Refine an avatar's canonical mesh and per-frame poses against its training frames (T = len(poses)).
+
+    Pose corrections are axis-angle increments of every joint (72) and a root translation (3) per frame.
+
+    Args:
+        avatar: trained ``avatar.model.Avatar``.
+        targets: the T frames' masks, crop cameras and normal maps (in the frames' space: the fits' camera).
+        config: settings (default: ``avatar.config``).
+        poses: poses of the T frames (default: ``avatar.frame_poses``, the poses it holds).
+        progress: called as ``progress(step, total, losses)``.
+    """
+    config = config or avatar.config
+    poses = _held_poses(avatar, poses)
+    if len(poses) != targets.masks.shape[0]:
+        raise ValueError(f"{len(poses)} poses for {targets.masks.shape[0]} frames")
+
+    def frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return avatar.transforms(poses.global_orient[idx] + delta[:, :3], poses.body_pose[idx] + delta[:, 3:72],
+                                 poses.transl[idx] + delta[:, 72:75])  # fmt: skip
+
+    return refine_skinned_mesh(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets,
+                               config, progress)  # fmt: skip
+
+
+def apply_refinement(avatar, result: RefineResult, poses: FramePoses | None = None) -> None:
+    """Put the refined canonical mesh and pose-corrected per-frame poses into the avatar (in place)."""
+    poses = _held_poses(avatar, poses)
+    d = result.pose_delta.to(avatar.device)
+    avatar.vertices = result.vertices.to(avatar.device)
+    if d.shape[1] == 75:
+        avatar.frame_poses = FramePoses(poses.global_orient + d[:, :3], poses.body_pose + d[:, 3:72],
+                                        poses.transl + d[:, 72:75])  # fmt: skip
+    for k, v in result.history.items():
+        avatar.history[k] = list(v)

@@ -1,0 +1,172 @@
+"""Multi-frame refinement on analytic targets: a sphere refined towards an ellipsoid seen from several views."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from avatar.colour import mesh_adjacency
+from avatar.config import AvatarConfig
+from avatar.refine import (
+    RefineTargets,
+    camera_subset,
+    frame_weights_from_losses,
+    laplacian_energy,
+    refine_skinned_mesh,
+    resample_targets,
+)
+from body.rotations import axis_angle_to_matrix
+from geometry.cameras import OrthographicCamera
+from geometry.queries import signed_distance
+from geometry.render import render_mesh
+
+SIZE = 128
+AXES = torch.tensor([0.36, 0.30, 0.25])  # the target ellipsoid's semi-axes (m)
+ANGLES = [0.0, math.pi / 2, math.pi, 3 * math.pi / 2, math.pi / 4, 5 * math.pi / 4]
+
+
+def _sphere(radius: float, subdivisions: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return torch.tensor(np.asarray(s.vertices), dtype=torch.float32), torch.tensor(np.asarray(s.faces))
+
+
+def _turns(n_angles) -> torch.Tensor:
+    """(T, 24, 4, 4) transforms turning about Y (joint 0; the others unused) and pushing the object to z = -1."""
+    t = len(n_angles)
+    tf = torch.eye(4).repeat(t, 24, 1, 1)
+    aa = torch.tensor([[0.0, a, 0.0] for a in n_angles])
+    tf[:, :, :3, :3] = axis_angle_to_matrix(aa)[:, None]
+    tf[:, :, 2, 3] = -1.0
+    return tf
+
+
+def _camera(t: int) -> OrthographicCamera:
+    return OrthographicCamera(scale=torch.full((t,), SIZE / 1.0), cx=torch.full((t,), SIZE / 2.0),
+                              cy=torch.full((t,), SIZE / 2.0), width=SIZE, height=SIZE)  # fmt: skip
+
+
+def _targets(shift: torch.Tensor | None = None) -> tuple[RefineTargets, torch.Tensor, torch.Tensor]:
+    """Masks and normals of the ellipsoid posed like the sphere will be; ``shift`` (T, 3) displaces frames."""
+    v, f = _sphere(1.0, 4)
+    ell = v * AXES
+    tf = _turns(ANGLES)
+    posed = ell[None] @ tf[:, 0, :3, :3].transpose(1, 2) + tf[:, 0, :3, 3][:, None]
+    if shift is not None:
+        posed = posed + shift[:, None]
+    r = render_mesh(posed, f, _camera(len(ANGLES)))
+    return RefineTargets(r.mask, _camera(len(ANGLES)), r.normal_front, r.normal_back), ell, f
+
+
+def _frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    tf = _turns([ANGLES[i] for i in idx.tolist()])
+    if delta.shape[1] == 6:
+        rot = axis_angle_to_matrix(delta[:, :3])
+        corr = torch.eye(4).repeat(len(idx), 1, 1)
+        corr = torch.cat([torch.cat([rot, delta[:, 3:, None]], 2), corr[:, 3:]], 1)
+        tf = corr[:, None] @ tf
+    return tf
+
+
+def _iou(vertices: torch.Tensor, faces: torch.Tensor, targets: RefineTargets) -> float:
+    idx = torch.arange(len(ANGLES))
+    tf = _frame_transforms(idx, torch.zeros(len(idx), 0))
+    posed = vertices[None] @ tf[:, 0, :3, :3].transpose(1, 2) + tf[:, 0, :3, 3][:, None]
+    m = render_mesh(posed, faces, targets.camera).mask
+    return float((m & targets.masks).sum() / (m | targets.masks).sum())
+
+
+def _distance(vertices: torch.Tensor, ell: torch.Tensor, f: torch.Tensor) -> float:
+    return float(signed_distance(ell[None], f, vertices[None]).abs().mean())
+
+
+def _config(**kw) -> AvatarConfig:
+    base = dict(refine_iterations=60, refine_lr=3e-3, refine_pose_lr=0.0, refine_resolution=SIZE,
+                refine_frames_per_step=3, refine_sigma_px=1.5)  # fmt: skip
+    base.update(kw)
+    return AvatarConfig(**base)
+
+
+def test_sphere_approaches_the_ellipsoid():
+    targets, ell, f_ell = _targets()
+    v, f = _sphere(0.31, 3)
+    weights = torch.zeros(v.shape[0], 24)
+    weights[:, 0] = 1.0
+    iou0, d0 = _iou(v, f, targets), _distance(v, ell, f_ell)
+    out = refine_skinned_mesh(v, f, weights, _frame_transforms, 0, targets, _config())
+    iou1, d1 = _iou(out.vertices, f, targets), _distance(out.vertices, ell, f_ell)
+    assert iou1 > iou0 + 0.03 and iou1 > 0.95, (iou0, iou1)
+    assert d1 < 0.5 * d0, (d0, d1)
+    assert float(out.frame_losses.mean()) < float(out.initial_losses.mean())
+    assert torch.allclose(out.offsets, out.vertices - v)
+
+
+def test_bad_frame_is_down_weighted():
+    shift = torch.zeros(len(ANGLES), 3)
+    shift[2] = torch.tensor([0.08, 0.0, 0.0])  # frame 2's "pose" is 8 cm off: its mask cannot be matched
+    targets, ell, f_ell = _targets(shift)
+    v, f = _sphere(0.31, 3)
+    weights = torch.zeros(v.shape[0], 24)
+    weights[:, 0] = 1.0
+    out = refine_skinned_mesh(v, f, weights, _frame_transforms, 0, targets, _config(refine_iterations=40))
+    others = torch.cat([out.frame_weights[:2], out.frame_weights[3:]])
+    assert float(out.frame_weights[2]) < 0.5 * float(others.min()), out.frame_weights
+    assert _distance(out.vertices, ell, f_ell) < 0.6 * _distance(v, ell, f_ell)
+
+
+def test_pose_correction_fixes_a_shifted_frame():
+    shift = torch.zeros(len(ANGLES), 3)
+    shift[1] = torch.tensor([0.03, 0.0, 0.0])
+    targets, _, _ = _targets(shift)
+    v, f = _sphere(1.0, 3)
+    v = v * AXES  # the true shape: only the pose of frame 1 is wrong
+    weights = torch.zeros(v.shape[0], 24)
+    weights[:, 0] = 1.0
+    cfg = _config(refine_iterations=80, refine_lr=1e-6, refine_pose_lr=5e-3, w_refine_pose=0.0)
+    out = refine_skinned_mesh(v, f, weights, _frame_transforms, 6, targets, cfg)
+    assert abs(float(out.pose_delta[1, 3]) - 0.03) < 0.01, out.pose_delta[1]
+    assert float(out.pose_delta[0, 3:5].norm()) < 0.01  # (depth is unobservable in an orthographic view)
+
+
+def test_helpers():
+    w = frame_weights_from_losses(torch.tensor([1.0, 1.0, 1.0, 3.0]))
+    assert torch.allclose(w[:3], torch.ones(3)) and abs(float(w[3]) - math.exp(-2)) < 1e-6
+    v, f = _sphere(1.0, 2)
+    adj = mesh_adjacency(f, v.shape[0])
+    assert float(laplacian_energy(torch.ones_like(v) * 0.3, adj)) < 1e-10  # a constant offset is free
+    targets, _, _ = _targets()
+    small = resample_targets(targets, 64)
+    assert small.masks.shape == (len(ANGLES), 64, 64) and small.camera.width == 64
+    assert abs(float(small.masks.float().mean()) - float(targets.masks.float().mean())) < 0.01
+    sub = camera_subset(targets.camera, torch.tensor([1, 3]))
+    assert sub.batch_size == 2
+    with pytest.raises(ValueError, match="batch size"):
+        RefineTargets(targets.masks[:2], targets.camera)
+
+
+def test_refine_trained_avatar_towards_its_frames(trained):
+    """The SCANimate avatar refined against its own training frames' true masks and normals fits them better."""
+    import copy
+
+    from avatar.refine import apply_refinement, refine_avatar
+
+    seq, avatar = trained.sequence, copy.deepcopy(trained.avatar)
+    t = len(seq.frames)
+    cam = seq.camera
+    camera = type(cam)(focal=cam.focal.expand(t), cx=cam.cx.expand(t), cy=cam.cy.expand(t), width=cam.width,
+                       height=cam.height)  # fmt: skip
+    truth = [render_mesh(v[None].float(), f, camera_subset(camera, torch.tensor([i]))) for i, (v, f) in
+             enumerate(seq.frames)]  # fmt: skip
+    targets = RefineTargets(torch.cat([r.mask for r in truth]), camera, torch.cat([r.normal_front for r in truth]),
+                            torch.cat([r.normal_back for r in truth]))  # fmt: skip
+    cfg = avatar.config.model_copy(update={"refine_iterations": 30, "refine_resolution": 96})
+    result = refine_avatar(avatar, targets, cfg)
+    assert float(result.frame_losses.mean()) < 0.9 * float(result.initial_losses.mean())
+    before = avatar.vertices.clone()
+    apply_refinement(avatar, result)
+    assert torch.equal(avatar.vertices, result.vertices) and not torch.equal(before, avatar.vertices)
+    assert avatar.vertices.shape == before.shape and len(avatar.frame_poses) == t
+    assert "refine/total" in avatar.history
