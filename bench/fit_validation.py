@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -77,7 +78,7 @@ def run_fit(model, prep: Prepared, cfg, normal_net, refine: bool) -> tuple[BodyF
     kp = torch.from_numpy(prep.keypoints)
     m = torch.from_numpy(prep.masks)
     extra = {}
-    if prep.keypoints3d is not None and "keypoints3d" in fit_body.__code__.co_varnames:
+    if prep.keypoints3d is not None and "keypoints3d" in fit_body.__code__.co_varnames:  # older fits lack it
         extra["keypoints3d"] = torch.from_numpy(prep.keypoints3d)
     t0 = time.perf_counter()
     fit = fit_body(model, kp, m, prep.images.shape[1], cfg.fit, **extra).detach()
@@ -269,11 +270,21 @@ def main() -> None:
                         help="extra photos (default: messi5.jpg and basketball1.png from opencv-doc if installed)")
     parser.add_argument("--samples", type=int, default=10000, help="surface samples per mesh for the metrics")
     parser.add_argument("--config", default="default", help="pipeline preset or YAML (fit, reconstruct, person)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. fit.camera=perspective (YAML values)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "fit_validation")
     parser.add_argument("--json", type=Path, default=None, help="write all rows as JSON here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = load_config(args.config)
+    overrides: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    cfg = load_config(args.config, overrides)
     model = BodyModel()
     net = None if args.no_refine else load_normal_net(ROOT / "weights" / "normal_net.safetensors", "cpu")
     ev = _eval_module(args.validation)

@@ -17,7 +17,7 @@ import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmarks_3d
-from geometry.cameras import OrthographicCamera
+from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
 from icon.fit import BodyFit, bend_prior, geman_mcclure, pose_prior
@@ -204,7 +204,7 @@ def refinement_loss(
     global_orient: torch.Tensor,
     body_pose: torch.Tensor,
     transl: torch.Tensor,
-    camera: OrthographicCamera,
+    camera: Camera,
     targets: RefineTargets,
     config: RefineConfig,
     keypoints: torch.Tensor | None = None,
@@ -261,7 +261,7 @@ def refinement_loss(
     return RefineLoss(nf, nb, sil, kp, prior, total)
 
 
-def _render_body_normals(model, betas, orient, pose, transl, camera: OrthographicCamera):
+def _render_body_normals(model, betas, orient, pose, transl, camera: Camera):
     """Non-differentiable front/back body normal maps at the camera's size, (T, S, S, 3) each."""
     with torch.no_grad():
         out = model(betas=betas, global_orient=orient, body_pose=pose, transl=transl)
@@ -324,11 +324,23 @@ def refine_body(
     transl_xy = fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True)
     transl_z = fit.transl[:, 2:].to(device, dtype)  # unobservable with a weak-perspective camera: kept
 
-    def camera() -> OrthographicCamera:
+    # A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
+    # focal / scale, so the weak-perspective scale still holds at the root and the variables are the same.
+    focal_s = None if fit.focal_px is None else fit.focal_px.to(device, dtype) * S / fit.image_size
+
+    def camera() -> Camera:
+        if focal_s is not None:
+            return PerspectiveCamera(focal=focal_s, cx=cxy_s[:, 0], cy=cxy_s[:, 1], width=S, height=S)
         return OrthographicCamera(scale=log_scale.exp(), cx=cxy_s[:, 0], cy=cxy_s[:, 1], width=S, height=S)
 
     def transl() -> torch.Tensor:
         return torch.cat([transl_xy, transl_z], dim=-1)
+
+    def render_transl() -> torch.Tensor:
+        """The translation the camera sees (the perspective depth added)."""
+        if focal_s is None:
+            return transl()
+        return torch.cat([transl_xy, transl_z - (focal_s / log_scale.exp())[:, None]], dim=-1)
 
     params = [orient, pose, transl_xy] + ([betas] if cfg.optimise_betas else [])
     params += [log_scale] if cfg.optimise_camera else []
@@ -344,7 +356,7 @@ def refine_body(
     def predict() -> None:
         nonlocal front, back, targets, predictions
         with torch.no_grad():
-            body_front, body_back = _render_body_normals(model, betas, orient, pose, transl(), camera())
+            body_front, body_back = _render_body_normals(model, betas, orient, pose, render_transl(), camera())
             f, b = predict_normals(images, masks, body_front, body_back)
             _check_prediction(f, b, (T, S, S))
             front, back = f.to(device, dtype), b.to(device, dtype)
@@ -363,7 +375,7 @@ def refine_body(
             best, stale = math.inf, 0
             sched.best, sched.num_bad_epochs = math.inf, 0
         opt.zero_grad()
-        terms = refinement_loss(model, betas, orient, pose, transl(), camera(), targets, cfg, kp, topology)
+        terms = refinement_loss(model, betas, orient, pose, render_transl(), camera(), targets, cfg, kp, topology)
         loss = terms.total.sum()
         loss.backward()
         opt.step()
@@ -386,11 +398,11 @@ def refine_body(
 
     with torch.no_grad():
         cam = camera()
-        final = refinement_loss(model, betas, orient, pose, transl(), cam, targets, cfg, kp, topology).total
+        final = refinement_loss(model, betas, orient, pose, render_transl(), cam, targets, cfg, kp, topology).total
         kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
         if kp is not None:
             lm, lm_ok = mediapipe_landmarks_3d(model, model(betas=betas, global_orient=orient, body_pose=pose,
-                                                            transl=transl()))
+                                                            transl=render_transl()))
             valid = ((kp[..., 2] >= cfg.min_confidence) & lm_ok[None]).to(dtype)
             err = (cam.project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
             kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1) * fit.image_size / S
@@ -408,5 +420,7 @@ def refine_body(
         losses=final.detach(),
         keypoint_error_px=kp_err,
         history=history,
+        confidence=fit.confidence,
+        focal_px=fit.focal_px,
     )
     return RefineResult(refined, losses, front, back, steps, predictions)
