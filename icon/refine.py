@@ -81,7 +81,9 @@ class RefineConfig(BaseModel):
         False, description="Also optimise the per-frame camera scale (cx, cy stay: the translation covers shifts)."
     )
     optimise_betas: bool = Field(
-        True, description="Optimise the shared β; set False when a video is refined in several frame batches."
+        False,
+        description="Optimise the shared β. Off by default: β comes from the initial fit (keypoints, 3D landmarks, "
+        "silhouette), as for a video; fitted to clothed normals and masks it grows into the clothing.",
     )
     early_stop_patience: int = Field(
         6,
