@@ -441,7 +441,49 @@ class RunStore:
         idx = self._indices(indices)
         return FrameArrays(indices=idx, **{name: self._read_rows(f"frames/{name}", idx) for name in _FRAME_ARRAYS})
 
+    def write_keypoints3d(self, indices: Any, keypoints3d: Any) -> None:
+        """Write MediaPipe's metric 3D landmarks ``(n, 33, 4)`` (x, y, z metres, hip-centred, x right, y down, z away
+        from the camera; visibility) of frames ``indices`` to ``/frames/keypoints3d``."""
+        self._writable()
+        idx = self._indices(indices)
+        x = _cast(_to_numpy(keypoints3d, "keypoints3d"), np.float32, "keypoints3d")
+        _check_shape(x, (idx.size, N_KEYPOINTS, 4), "keypoints3d")
+        self._write_rows("frames/keypoints3d", idx, x, "keypoints3d")
+
+    def read_keypoints3d(self, indices: Any = None) -> np.ndarray:
+        """``(n, 33, 4) float32`` 3D landmarks of ``indices`` (default: all); NaN where unwritten or when the store
+        predates them."""
+        idx = self._indices(indices)
+        if "keypoints3d" not in self.group["frames"]:
+            return np.full((idx.size, N_KEYPOINTS, 4), np.nan, np.float32)
+        return self._read_rows("frames/keypoints3d", idx)
+
     # ---- fits
+    def write_fit_info(self, indices: Any, confidence: Any, focal_px: Any = None) -> None:
+        """Write the initial fit's per-frame confidence ``(n,)`` in [0, 1] (low = the fit is unsure, e.g. of the
+        facing) and the focal length ``(n,)`` in crop pixels of its perspective camera (None/NaN: weak perspective)
+        to ``/fits/confidence`` and ``/fits/focal``."""
+        self._writable()
+        idx = self._indices(indices)
+        focal = np.full(idx.size, np.nan, np.float32) if focal_px is None else focal_px
+        checked = {}
+        for name, v in (("confidence", confidence), ("focal", focal)):
+            x = _cast(_to_numpy(v, name), np.float32, name)
+            _check_shape(x, (idx.size,), name)
+            checked[name] = x
+        for name, x in checked.items():
+            self._write_rows(f"fits/{name}", idx, x, name)
+
+    def read_fit_info(self, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(confidence (n,), focal (n,))`` float32 of ``indices`` (default: all); NaN where unwritten or when the
+        store predates them."""
+        idx = self._indices(indices)
+        out = []
+        for name in ("confidence", "focal"):
+            present = name in self.group["fits"]
+            out.append(self._read_rows(f"fits/{name}", idx) if present else np.full(idx.size, np.nan, np.float32))
+        return out[0], out[1]
+
     def _stage(self, stage: str) -> str:
         if stage not in FIT_STAGES:
             raise ValueError(f"stage: expected one of {FIT_STAGES}, got {stage!r}")
@@ -748,7 +790,11 @@ def create_run(
     frames = root.create_group("frames")
     for name, (tail, dtype, fill, dims) in _FRAME_ARRAYS.items():
         per_frame(frames, name, tail(s), dtype, fill, dims)
+    kp3_dims = ("frame", "keypoint", "keypoint3d_component")
+    per_frame(frames, "keypoints3d", (N_KEYPOINTS, 4), np.float32, np.nan, kp3_dims)
     fits = root.create_group("fits")
+    for name in ("confidence", "focal"):
+        per_frame(fits, name, (), np.float32, np.nan, ("frame",))
     for stage in FIT_STAGES:
         g = fits.create_group(stage)
         for name, (width, dim) in FIT_FIELDS.items():
