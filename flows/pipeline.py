@@ -372,6 +372,7 @@ class Detections:
         image_hw: (H, W) of the decoded frames.
         seconds: ``(T,)`` decode + detection seconds per frame.
         images: the decoded ``(T, H, W, 3)`` frames when they fit ``KEEP_DECODED_BYTES``, else None.
+        keypoints3d: ``(T, 33, 4) float32`` MediaPipe metric 3D landmarks + visibility, or None.
     """
 
     indices: np.ndarray
@@ -384,6 +385,7 @@ class Detections:
     image_hw: tuple[int, int]
     seconds: np.ndarray
     images: np.ndarray | None = None
+    keypoints3d: np.ndarray | None = None
 
     def full_masks(self, rows: np.ndarray) -> np.ndarray:
         """``(n, H, W) bool`` masks of the frames at positions ``rows``."""
@@ -405,6 +407,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
     tracking = PersonTrackingConfig(detect_size=config.person.detect_size)
     detector = person_detector()
     idx, ts, kps, boxes, valid, reasons, masks, secs, kept = [], [], [], [], [], [], [], [], []
+    kps3d: list[np.ndarray] = []
     kept_bytes = 0
     hw = (0, 0)
     t0 = time.perf_counter()
@@ -422,6 +425,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         idx.append(chunk.indices)
         ts.append(chunk.timestamps)
         kps.append(track.keypoints)
+        kps3d.append(track.keypoints3d)
         boxes.append(track.boxes)
         valid.append(track.valid)
         reasons.extend(track.reasons)
@@ -442,6 +446,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         image_hw=(int(hw[0]), int(hw[1])),
         seconds=np.concatenate(secs),
         images=np.concatenate(kept) if kept else None,
+        keypoints3d=np.concatenate(kps3d).astype(np.float32) if kps3d and None not in kps3d else None,
     )
 
 
@@ -549,6 +554,8 @@ def extract_frames(
     crop_secs = np.zeros(n)
     for rows, cropped, secs in iter_crops(video, config, det, crops):
         store.write_frames(rows, cropped.images, cropped.masks, cropped.crops, cropped.keypoints, det.timestamps[rows])
+        if det.keypoints3d is not None:  # metric, hip-centred: the crop does not change them
+            store.write_keypoints3d(rows, det.keypoints3d[rows])
         crop_secs[rows] = secs
     skipped = np.flatnonzero(~det.valid)
     if skipped.size:
@@ -590,6 +597,7 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
     idx = np.flatnonzero(store.status() != FrameStatus.SKIPPED)
     if idx.size:
         fr = store.read_frames(idx)
+        kp3 = store.read_keypoints3d(idx)
         with _device_scope(devices, config) as device:
             model = body_model(config.body_model, device)
             fit = fit_body(
@@ -598,6 +606,7 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 torch.from_numpy(fr.mask),
                 store.image_size,
                 config.fit,
+                keypoints3d=torch.from_numpy(kp3) if np.isfinite(kp3).any() else None,
             )
         store.write_fit(
             "init",
@@ -608,6 +617,7 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
             transl=fit.transl.cpu(),
             camera=fit.camera.cpu(),
         )
+        store.write_fit_info(idx, fit.confidence.cpu(), None if fit.focal_px is None else fit.focal_px.cpu())
         losses = [float(x) for x in fit.losses.cpu()]
         errors = [float(x) for x in fit.keypoint_error_px.cpu()]
     else:
@@ -713,10 +723,12 @@ def reconstruct_frame(ctx: FrameContext, t: int) -> None:
     model = ctx.model()
     normal_net, implicit_net = load_networks(ctx.config, ctx.device)
     dev = torch.device(ctx.device)
+    _, focal = ctx.store.read_fit_info([t])  # the perspective camera the pose was fitted with, if any
     fit = BodyFit(
         betas=init.betas.to(dev), global_orient=init.global_orient.to(dev), body_pose=init.body_pose.to(dev),
         transl=init.transl.to(dev), camera=init.camera.to(dev), image_size=ctx.store.image_size,
         losses=torch.zeros(1, device=dev), keypoint_error_px=torch.zeros(1, device=dev),
+        focal_px=torch.from_numpy(focal).to(dev) if np.isfinite(focal).all() else None,
     )  # fmt: skip
     cfg = ctx.config.reconstruct.model_copy(
         update={"refine": ctx.config.reconstruct.refine.model_copy(update={"optimise_betas": False})}
