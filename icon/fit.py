@@ -73,7 +73,7 @@ class FitConfig(BaseModel):
     fov_prior_deg: float = Field(
         50.0, gt=1, lt=150, description="Field of view across the crop assumed when no focal length is given."
     )
-    n_orientations: int = Field(8, ge=1, le=16, description="Global-orientation hypotheses (about the up axis).")
+    n_orientations: int = Field(4, ge=1, le=16, description="Global-orientation hypotheses (about the up axis).")
     w_bones3d: float = Field(
         100.0, ge=0, description="Weight of the 3D limb-direction term (1 - cos per bone, torso-aligned landmarks)."
     )
@@ -645,13 +645,14 @@ def optimise_pose(
 def choose_camera(
     model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], progress=None
 ) -> tuple[FitData, FitParams]:
-    """Fit the pose on the keypoints with the weak-perspective and the perspective camera from the same start; keep
-    the camera whose fit explains the keypoints better: the lower mean keypoint loss over the clip (2D robust
-    residual + the 3D-landmark terms + priors, no silhouette) (``cfg.camera == "auto"``)."""
+    """Fit the pose on the keypoints for half the pose steps with the weak-perspective and the perspective camera from
+    the same start; keep the camera whose fit explains the keypoints better: the lower mean keypoint loss over the
+    clip (2D robust residual + the 3D-landmark terms + priors, no silhouette) (``cfg.camera == "auto"``)."""
     weak = dataclasses.replace(data, focal=None)
+    half = cfg.model_copy(update={"pose_iters": max(cfg.pose_iters // 2, 1)})
     fits = []
     for d in (weak, data):
-        q = optimise_pose(model, d, cfg, p.take(torch.arange(d.frames, device=p.orient.device)), history, progress,
+        q = optimise_pose(model, d, half, p.take(torch.arange(d.frames, device=p.orient.device)), history, progress,
                           stages=("pose",))  # fmt: skip
         with torch.no_grad():
             fits.append((float(frame_loss(model, d, cfg, q, use_sil=False)[0].mean()), d, q))
@@ -725,7 +726,8 @@ def fit_body(
     p.pose = torch.zeros(T, 69, device=p.orient.device, dtype=p.orient.dtype)
     if cfg.camera == "auto":
         data, p = choose_camera(model, data, cfg, p, history, progress)
-        p = optimise_pose(model, data, cfg, p, history, progress, stages=("silhouette",))
+        rest = cfg.model_copy(update={"pose_iters": cfg.pose_iters - max(cfg.pose_iters // 2, 1)})
+        p = optimise_pose(model, data, rest, p, history, progress)
     else:
         p = optimise_pose(model, data, cfg, p, history, progress)
     return finish_fit(model, data, cfg, p, history, confidence)
