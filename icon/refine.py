@@ -271,6 +271,100 @@ def _render_body_normals(model, betas, orient, pose, transl, camera: Camera):
     return r.normal_front, r.normal_back
 
 
+@dataclass
+class _Variables:
+    """The refined variables (leaf tensors) and the cameras and translations they define, in crop pixels of S.
+
+    A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
+    focal / scale, so the weak-perspective scale still holds at the root and the variables are the same.
+    """
+
+    betas: torch.Tensor  # (1, B)
+    orient: torch.Tensor  # (T, 3)
+    pose: torch.Tensor  # (T, 69)
+    transl_xy: torch.Tensor  # (T, 2)
+    transl_z: torch.Tensor  # (T, 1), unobservable with a weak-perspective camera: kept
+    log_scale: torch.Tensor  # (T,)
+    cxy: torch.Tensor  # (T, 2)
+    focal: torch.Tensor | None  # (T,) or None
+    size: int
+
+    def camera(self) -> Camera:
+        s, c = self.size, self.cxy
+        if self.focal is not None:
+            return PerspectiveCamera(focal=self.focal, cx=c[:, 0], cy=c[:, 1], width=s, height=s)
+        return OrthographicCamera(scale=self.log_scale.exp(), cx=c[:, 0], cy=c[:, 1], width=s, height=s)
+
+    def transl(self) -> torch.Tensor:
+        return torch.cat([self.transl_xy, self.transl_z], dim=-1)
+
+    def render_transl(self) -> torch.Tensor:
+        """The translation the camera sees (the perspective depth added)."""
+        if self.focal is None:
+            return self.transl()
+        return torch.cat([self.transl_xy, self.transl_z - (self.focal / self.log_scale.exp())[:, None]], dim=-1)
+
+
+def _inputs(fit: BodyFit, images, masks, keypoints, device, dtype):
+    """Checked images (T, S, S, 3), bool masks (T, S, S) and keypoints (T, 33, 3) or None on ``device``."""
+    images = torch.as_tensor(images)
+    masks = torch.as_tensor(masks)
+    keypoints = torch.as_tensor(keypoints) if keypoints is not None else None
+    _check_inputs(fit, images, masks, keypoints)
+    kp = keypoints.to(device, dtype) if keypoints is not None else None
+    return images.to(device), masks.to(device=device, dtype=torch.bool), kp
+
+
+def _init_variables(fit: BodyFit, cfg: RefineConfig, size: int, device, dtype) -> _Variables:
+    cam0 = fit.camera.to(device, dtype)
+    k = size / fit.image_size  # camera in crop pixels of S
+    return _Variables(
+        betas=fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas),
+        orient=fit.global_orient.to(device, dtype).clone().requires_grad_(True),
+        pose=fit.body_pose.to(device, dtype).clone().requires_grad_(True),
+        transl_xy=fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True),
+        transl_z=fit.transl[:, 2:].to(device, dtype),
+        log_scale=(cam0[:, 0] * k).log().clone().requires_grad_(cfg.optimise_camera),
+        cxy=cam0[:, 1:] * k,
+        focal=None if fit.focal_px is None else fit.focal_px.to(device, dtype) * k,
+        size=size,
+    )
+
+
+def _final_fit(model, fit: BodyFit, v: _Variables, targets, cfg: RefineConfig, kp, topology, S: int, history):
+    """The refined `BodyFit`: final per-frame loss, keypoint error in px of `fit.image_size`, camera back in them."""
+    device, dtype, T = v.orient.device, v.orient.dtype, v.orient.shape[0]
+    cam0 = fit.camera.to(device, dtype)
+    with torch.no_grad():
+        cam = v.camera()
+        final = refinement_loss(model, v.betas, v.orient, v.pose, v.render_transl(), cam, targets, cfg, kp,
+                                topology).total  # fmt: skip
+        kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
+        if kp is not None:
+            out = model(betas=v.betas, global_orient=v.orient, body_pose=v.pose, transl=v.render_transl())
+            lm, lm_ok = mediapipe_landmarks_3d(model, out)
+            valid = ((kp[..., 2] >= cfg.min_confidence) & lm_ok[None]).to(dtype)
+            err = (cam.project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
+            kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1) * fit.image_size / S
+        if cfg.optimise_camera:
+            camera_out = torch.cat([(v.log_scale.exp() * fit.image_size / S)[:, None], cam0[:, 1:]], dim=-1)
+        else:
+            camera_out = cam0.clone()  # exactly the input (no log/exp round trip)
+    return BodyFit(
+        betas=v.betas.detach().expand(T, -1).clone(),
+        global_orient=v.orient.detach().clone(),
+        body_pose=v.pose.detach().clone(),
+        transl=v.transl().detach().clone(),
+        camera=camera_out.detach(),
+        image_size=fit.image_size,
+        losses=final.detach(),
+        keypoint_error_px=kp_err,
+        history=history,
+        confidence=fit.confidence,
+        focal_px=fit.focal_px,
+    )
+
+
 def refine_body(
     model: torch.nn.Module,
     fit: BodyFit,
@@ -304,48 +398,16 @@ def refine_body(
         `RefineResult` with detached tensors on the model's device.
     """
     cfg = config or RefineConfig()
-    images = torch.as_tensor(images)
-    masks = torch.as_tensor(masks)
-    keypoints = torch.as_tensor(keypoints) if keypoints is not None else None
-    _check_inputs(fit, images, masks, keypoints)
     device, dtype = model.device, torch.float32
+    images, masks, kp = _inputs(fit, images, masks, keypoints, device, dtype)
     T, S = images.shape[0], images.shape[1]
     res = min(cfg.render_resolution, S)
-    images = images.to(device)
-    masks = masks.to(device=device, dtype=torch.bool)
-    kp = keypoints.to(device, dtype) if keypoints is not None else None
     topology = edge_topology(model.faces.to(device))
 
-    cam0 = fit.camera.to(device, dtype)
-    scale_s = cam0[:, 0] * S / fit.image_size  # camera in crop pixels of S
-    cxy_s = cam0[:, 1:] * S / fit.image_size
-    log_scale = scale_s.log().clone().requires_grad_(cfg.optimise_camera)
-    betas = fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas)
-    orient = fit.global_orient.to(device, dtype).clone().requires_grad_(True)
-    pose = fit.body_pose.to(device, dtype).clone().requires_grad_(True)
-    transl_xy = fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True)
-    transl_z = fit.transl[:, 2:].to(device, dtype)  # unobservable with a weak-perspective camera: kept
-
-    # A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
-    # focal / scale, so the weak-perspective scale still holds at the root and the variables are the same.
-    focal_s = None if fit.focal_px is None else fit.focal_px.to(device, dtype) * S / fit.image_size
-
-    def camera() -> Camera:
-        if focal_s is not None:
-            return PerspectiveCamera(focal=focal_s, cx=cxy_s[:, 0], cy=cxy_s[:, 1], width=S, height=S)
-        return OrthographicCamera(scale=log_scale.exp(), cx=cxy_s[:, 0], cy=cxy_s[:, 1], width=S, height=S)
-
-    def transl() -> torch.Tensor:
-        return torch.cat([transl_xy, transl_z], dim=-1)
-
-    def render_transl() -> torch.Tensor:
-        """The translation the camera sees (the perspective depth added)."""
-        if focal_s is None:
-            return transl()
-        return torch.cat([transl_xy, transl_z - (focal_s / log_scale.exp())[:, None]], dim=-1)
-
-    params = [orient, pose, transl_xy] + ([betas] if cfg.optimise_betas else [])
-    params += [log_scale] if cfg.optimise_camera else []
+    v = _init_variables(fit, cfg, S, device, dtype)
+    betas, orient, pose, camera, render_transl = v.betas, v.orient, v.pose, v.camera, v.render_transl
+    params = [orient, pose, v.transl_xy] + ([betas] if cfg.optimise_betas else [])
+    params += [v.log_scale] if cfg.optimise_camera else []
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience,
@@ -398,31 +460,5 @@ def refine_body(
     if targets is None or (cfg.predict_final and predicted_at < steps):
         predict()
 
-    with torch.no_grad():
-        cam = camera()
-        final = refinement_loss(model, betas, orient, pose, render_transl(), cam, targets, cfg, kp, topology).total
-        kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
-        if kp is not None:
-            lm, lm_ok = mediapipe_landmarks_3d(model, model(betas=betas, global_orient=orient, body_pose=pose,
-                                                            transl=render_transl()))
-            valid = ((kp[..., 2] >= cfg.min_confidence) & lm_ok[None]).to(dtype)
-            err = (cam.project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
-            kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1) * fit.image_size / S
-        if cfg.optimise_camera:
-            camera_out = torch.cat([(log_scale.exp() * fit.image_size / S)[:, None], cam0[:, 1:]], dim=-1)
-        else:
-            camera_out = cam0.clone()  # exactly the input (no log/exp round trip)
-    refined = BodyFit(
-        betas=betas.detach().expand(T, -1).clone(),
-        global_orient=orient.detach().clone(),
-        body_pose=pose.detach().clone(),
-        transl=transl().detach().clone(),
-        camera=camera_out.detach(),
-        image_size=fit.image_size,
-        losses=final.detach(),
-        keypoint_error_px=kp_err,
-        history=history,
-        confidence=fit.confidence,
-        focal_px=fit.focal_px,
-    )
+    refined = _final_fit(model, fit, v, targets, cfg, kp, topology, S, history)
     return RefineResult(refined, losses, front, back, steps, predictions)
