@@ -11,7 +11,8 @@ On the clip: per-frame facing error and whether β is identical across frames. S
 crop | side view of the fit at the same scale) under --out; also for any --images (e.g. Debian opencv-doc's messi5.jpg).
 
 Usage: python bench/fit_validation.py [--subjects 0 5 7] [--limit N] [--no-video] [--images a.jpg b.png]
-       [--samples 10000] [--out out/fit_validation] [--json results.json]
+       [--samples 10000] [--set fit.camera=weak] [--out out/fit_validation] [--json results.json]
+       python bench/fit_validation.py --summarise a.json b.json   (one table from split runs)
 """
 
 from __future__ import annotations
@@ -161,12 +162,28 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def eval_subject(ctx, sdir: Path) -> dict:
+@dataclass
+class Bench:
+    """What every evaluation needs: body model, config, normal net (None without refinement), the scorer module,
+    the arguments, the model's faces (numpy and torch) and the person detector."""
+
+    model: BodyModel
+    cfg: object
+    net: object
+    ev: object
+    args: argparse.Namespace
+    faces_np: np.ndarray
+    faces_t: torch.Tensor
+    detector: PersonDetector
+
+
+def eval_subject(ctx: Bench, sdir: Path) -> dict:
     """Fit + refine one validation subject; Chamfer to body.obj / gt.obj before and after, facing error."""
-    model, cfg, net, ev, args, faces_np, faces_t = ctx
+    model, cfg, net, ev, args = ctx.model, ctx.cfg, ctx.net, ctx.ev, ctx.args
+    faces_np, faces_t = ctx.faces_np, ctx.faces_t
     cam = json.loads((sdir / "camera.json").read_text())
     meta = json.loads((sdir / "meta.json").read_text())
-    prep = prepare(read_rgb(sdir / "image.png")[None], ctx_detector[0], cfg.person.crop_size, cfg.person.crop_margin,
+    prep = prepare(read_rgb(sdir / "image.png")[None], ctx.detector, cfg.person.crop_size, cfg.person.crop_margin,
                    cfg.person.detect_size)  # fmt: skip
     row = {"subject": sdir.name, "outfit": meta["outfit"], "pose": meta["pose"].get("style", "?")}
     if not prep.valid[0]:
@@ -190,16 +207,13 @@ def eval_subject(ctx, sdir: Path) -> dict:
     return row
 
 
-ctx_detector: list[PersonDetector] = []
-
-
-def eval_video(ctx, vdir: Path) -> dict:
+def eval_video(ctx: Bench, vdir: Path) -> dict:
     """Fit the 32-frame clip as one (β shared): per-frame facing error, β spread; overlays of a few frames."""
-    model, cfg, net, ev, args, faces_np, faces_t = ctx
+    model, cfg, net, args, faces_t = ctx.model, ctx.cfg, ctx.net, ctx.args, ctx.faces_t
     cams = json.loads((vdir / "cameras.json").read_text())
     files = sorted((vdir / "frames").glob("*.png"))
     frames = np.stack([read_rgb(f) for f in files])
-    prep = prepare(frames, ctx_detector[0], cfg.person.crop_size, cfg.person.crop_margin, cfg.person.detect_size)
+    prep = prepare(frames, ctx.detector, cfg.person.crop_size, cfg.person.crop_margin, cfg.person.detect_size)
     idx = np.flatnonzero(prep.valid)
     sub = Prepared(prep.images[idx], prep.masks[idx], prep.keypoints[idx],
                    None if prep.keypoints3d is None else prep.keypoints3d[idx], prep.valid[idx])  # fmt: skip
@@ -214,10 +228,10 @@ def eval_video(ctx, vdir: Path) -> dict:
             "s_fit_per_frame": secs["fit"] / max(len(idx), 1)}
 
 
-def eval_image(ctx, path: Path) -> dict:
+def eval_image(ctx: Bench, path: Path) -> dict:
     """Fit + refine an arbitrary photo; save its overlay (no ground truth)."""
-    model, cfg, net, ev, args, faces_np, faces_t = ctx
-    prep = prepare(read_rgb(path)[None], ctx_detector[0], cfg.person.crop_size, cfg.person.crop_margin,
+    model, cfg, net, args, faces_t = ctx.model, ctx.cfg, ctx.net, ctx.args, ctx.faces_t
+    prep = prepare(read_rgb(path)[None], ctx.detector, cfg.person.crop_size, cfg.person.crop_margin,
                    cfg.person.detect_size)  # fmt: skip
     if not prep.valid[0]:
         return {"image": path.name, "skipped": True}
@@ -274,7 +288,13 @@ def main() -> None:
                         help="config overrides, e.g. fit.camera=perspective (YAML values)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "fit_validation")
     parser.add_argument("--json", type=Path, default=None, help="write all rows as JSON here")
+    parser.add_argument("--summarise", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="only print the table of rows saved with --json by earlier (e.g. split) runs")
     args = parser.parse_args()
+    if args.summarise:
+        rows = [r for f in args.summarise for r in json.loads(f.read_text())["subjects"]]
+        print(summary(sorted(rows, key=lambda r: r["subject"])))
+        return
     torch.manual_seed(0)
     overrides: dict = {}
     for item in args.set:
@@ -288,7 +308,6 @@ def main() -> None:
     model = BodyModel()
     net = None if args.no_refine else load_normal_net(ROOT / "weights" / "normal_net.safetensors", "cpu")
     ev = _eval_module(args.validation)
-    ctx = (model, cfg, net, ev, args, model.faces.cpu().numpy(), model.faces.cpu())
     subjects = sorted((args.validation / "subjects").iterdir())
     if args.subjects is not None:
         subjects = [s for s in subjects if int(s.name) in set(args.subjects)]
@@ -299,7 +318,7 @@ def main() -> None:
         images = [p for p in (OPENCV_DATA / "messi5.jpg", OPENCV_DATA / "basketball1.png") if p.is_file()]
     results: dict = {"subjects": [], "images": []}
     with PersonDetector() as detector:
-        ctx_detector[:] = [detector]
+        ctx = Bench(model, cfg, net, ev, args, model.faces.cpu().numpy(), model.faces.cpu(), detector)
         for sdir in subjects:
             row = eval_subject(ctx, sdir)
             results["subjects"].append(row)
