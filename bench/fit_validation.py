@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from body import BodyModel  # noqa: E402
 from flows.config import load_config  # noqa: E402
-from geometry.cameras import OrthographicCamera  # noqa: E402
+from geometry.cameras import OrthographicCamera, PerspectiveCamera  # noqa: E402
 from geometry.render import render_mesh, shade_normals  # noqa: E402
 from icon.fit import BodyFit, fit_body  # noqa: E402
 from icon.normal_net import load_normal_net, predict_normals  # noqa: E402
@@ -127,7 +127,7 @@ def chamfer(ev, verts: np.ndarray, faces: np.ndarray, gt_path: Path, samples: in
     return float(ev.metrics(s * verts @ R.T + t, faces, vg, fg, samples, 0)["chamfer_cm"])
 
 
-def _render_panel(verts: np.ndarray, faces: torch.Tensor, camera: OrthographicCamera) -> tuple[np.ndarray, np.ndarray]:
+def _render_panel(verts: np.ndarray, faces: torch.Tensor, camera) -> tuple[np.ndarray, np.ndarray]:
     r = render_mesh(torch.as_tensor(verts, dtype=torch.float32)[None], faces, camera)
     shaded = shade_normals(r.normal_front, light_dir=(0.3, 0.4, 1.0))[0].numpy()
     return (shaded * 255).astype(np.uint8), r.mask[0].numpy()
@@ -139,7 +139,13 @@ def overlay(crop: np.ndarray, verts: np.ndarray, faces: torch.Tensor, fit: BodyF
     cam = fit.cameras(s)
     cam_t = OrthographicCamera(scale=cam.scale[t : t + 1], cx=cam.cx[t : t + 1], cy=cam.cy[t : t + 1], width=s,
                                height=s)  # fmt: skip
-    front, mask = _render_panel(verts, faces, cam_t)
+    if fit.focal_px is not None:  # the pose was fitted with this perspective camera: draw it with it
+        f = fit.focal_px[t : t + 1].cpu() * s / fit.image_size
+        depth = float(f[0] / cam.scale[t])
+        persp = PerspectiveCamera(focal=f, cx=cam.cx[t : t + 1], cy=cam.cy[t : t + 1], width=s, height=s)
+        front, mask = _render_panel(verts - np.array([0.0, 0.0, depth]), faces, persp)
+    else:
+        front, mask = _render_panel(verts, faces, cam_t)
     blend = crop.copy()
     blend[mask] = (0.35 * crop[mask] + 0.65 * front[mask]).astype(np.uint8)
     centre = (verts.max(0) + verts.min(0)) / 2
