@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from avatar.config import AvatarConfig
-from avatar.lbs import global_joint_transforms, pose_features, skinning_transforms
+from avatar.lbs import pose_features
 from avatar.networks import PoseConditionedSDF, SkinningNet
 from avatar.poses import FramePoses
+from body.lbs import global_joint_transforms, skinning_transforms
 
 __all__ = ["Avatar", "build_networks", "load_avatar", "save_avatar"]
 
@@ -97,6 +98,10 @@ class Avatar:
     def canonical_weights(self, points: torch.Tensor) -> torch.Tensor:
         """Forward skinning weights (B, N, 24) of canonical points (B, N, 3) in metres."""
         return self.forward_net(self.normalise(points))
+
+    def vertex_weights(self, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
+        """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
+        return torch.cat([self.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
 
     def canonical_sdf(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Signed distance (B, N) in metres of canonical points (B, N, 3) for pose features (B, 23, 6)."""

@@ -12,7 +12,8 @@ import math
 import torch
 from torch import nn
 
-from avatar.lbs import NUM_JOINTS, joint_neighbourhood
+from avatar.lbs import joint_neighbourhood
+from body.lbs import NUM_JOINTS
 
 __all__ = ["PoseConditionedSDF", "SkinningNet", "positional_encoding"]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from body.params import BodyParams
 from body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["FramePoses", "anchor_root", "pose_change", "refine_frame_poses", "rigid_fit", "smooth_in_time"]
@@ -52,6 +53,19 @@ class FramePoses:
         return FramePoses(self.global_orient.to(device), self.body_pose.to(device), self.transl.to(device))
 
     @classmethod
+    def from_params(cls, params: BodyParams) -> FramePoses:
+        """The poses of T rows of body parameters (their betas dropped), as torch tensors."""
+        p = BodyParams.of(params).torch()
+        return cls(p.global_orient, p.body_pose, p.transl)
+
+    def with_betas(self, betas: torch.Tensor) -> BodyParams:
+        """These poses with a shape: betas (K,) shared by every frame or (T, K)."""
+        betas = torch.as_tensor(betas, dtype=self.global_orient.dtype, device=self.global_orient.device)
+        if betas.ndim == 1:
+            betas = betas[None].expand(len(self), -1)
+        return BodyParams(betas, self.global_orient, self.body_pose, self.transl)
+
+    @classmethod
     def empty(cls, device=None) -> FramePoses:
         """No frames (an avatar saved before per-frame poses were stored)."""
         z = torch.zeros
@@ -60,14 +74,8 @@ class FramePoses:
 
 def _posed_body(model, betas: torch.Tensor, poses: FramePoses):
     """Body model output (no gradients) for T poses with one shape (num_betas,)."""
-    dev, dt = model.device, model.dtype
     with torch.no_grad():
-        return model(
-            betas=betas.to(dev, dt)[None].expand(len(poses), -1),
-            global_orient=poses.global_orient.to(dev, dt),
-            body_pose=poses.body_pose.to(dev, dt),
-            transl=poses.transl.to(dev, dt),
-        )
+        return model(**poses.with_betas(betas).to(model.device, model.dtype).as_dict())
 
 
 def smooth_in_time(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from avatar.lbs import skin_points
 from avatar.model import Avatar
+from body.lbs import skin_points
 from body.motion import Motion
 
 __all__ = ["motion_tensors", "repose_fast", "repose_full"]
@@ -58,7 +58,7 @@ def repose_full(
     Returns:
         vertices (V', 3) posed and faces (F', 3) int64 of a new mesh (its own topology).
     """
-    from avatar.train import _canonical_vertex_weights, extract_canonical_mesh
+    from avatar.train import extract_canonical_mesh
 
     p = torch.as_tensor(np.asarray(pose) if not isinstance(pose, torch.Tensor) else pose, dtype=torch.float32)
     if p.shape != (72,):
@@ -69,6 +69,6 @@ def repose_full(
     cfg = avatar.config
     verts_c, faces = extract_canonical_mesh(avatar, features, avatar.bounds, resolution or cfg.resolution,
                                             cfg.coarse_resolution)  # fmt: skip
-    weights = _canonical_vertex_weights(avatar, verts_c)
+    weights = avatar.vertex_weights(verts_c)
     tf = avatar.transforms(p[:, :3], p[:, 3:], t)
     return skin_points(verts_c[None], weights[None], tf)[0], faces

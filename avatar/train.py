@@ -14,30 +14,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from avatar.config import AvatarConfig
-from avatar.lbs import (
+from avatar.lbs import canonical_body_pose, pose_features
+from avatar.model import Avatar, build_networks
+from avatar.poses import FramePoses, pose_change, refine_frame_poses
+from body.lbs import (
     NUM_JOINTS,
-    canonical_body_pose,
     global_joint_transforms,
     inverse_skin_points,
-    pose_features,
     skin_normals,
     skin_points,
     skinning_transforms,
 )
-from avatar.model import Avatar, build_networks
-from avatar.poses import FramePoses, pose_change, refine_frame_poses
 from body.model import SMPL_PARENTS, BodyModel
+from body.params import BodyParams
 
 __all__ = [
-    "PoseSequence",
     "ProgressFn",
-    "SequenceFits",
     "TrainingSamples",
     "extract_canonical_mesh",
     "sample_training_frames",
@@ -51,32 +49,6 @@ ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 """progress(stage, step, total_steps, losses): stage is "skinning", "sdf" or "extract"."""
 
 MeshLike = tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]
-
-
-class PoseSequence(Protocol):
-    """Anything with per-frame body parameters (e.g. icon.fit.BodyFit)."""
-
-    betas: torch.Tensor | np.ndarray
-    global_orient: torch.Tensor | np.ndarray
-    body_pose: torch.Tensor | np.ndarray
-    transl: torch.Tensor | np.ndarray
-
-
-@dataclass
-class SequenceFits:
-    """Body parameters of a training sequence.
-
-    Attributes:
-        betas: (num_betas,) or (T, num_betas) shape (rows are averaged: one shape per avatar).
-        global_orient: (T, 3) axis-angle.
-        body_pose: (T, 69) axis-angle.
-        transl: (T, 3) metres.
-    """
-
-    betas: torch.Tensor | np.ndarray
-    global_orient: torch.Tensor | np.ndarray
-    body_pose: torch.Tensor | np.ndarray
-    transl: torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -128,7 +100,7 @@ def vertex_visibility(vertices: torch.Tensor, faces: torch.Tensor, camera, offse
 def sample_training_frames(
     model: BodyModel,
     frames: Sequence[MeshLike],
-    fits: PoseSequence,
+    fits: BodyParams | Any,
     samples_per_frame: int,
     frame_weights: torch.Tensor | None = None,
     point_confidence: Sequence[torch.Tensor] | None = None,
@@ -141,7 +113,7 @@ def sample_training_frames(
     Args:
         model: body model the fits refer to.
         frames: T meshes (vertices (V_t, 3), faces (F_t, 3)) in the fits' space.
-        fits: per-frame body parameters (T frames).
+        fits: per-frame body parameters (T frames), as for ``train_avatar``.
         samples_per_frame: S.
         frame_weights: (T,) per-frame quality in [0, 1] (default ones).
         point_confidence: T per-vertex confidences (V_t,) in [0, 1], e.g. ``vertex_visibility`` (default ones).
@@ -153,6 +125,7 @@ def sample_training_frames(
     from geometry.queries import closest_points, interpolate_face_attributes
 
     t = len(frames)
+    fits = BodyParams.of(fits)
     go = _tensor(fits.global_orient, model.device, model.dtype)
     bp = _tensor(fits.body_pose, model.device, model.dtype)
     tr = _tensor(fits.transl, model.device, model.dtype)
@@ -210,6 +183,8 @@ def _mean_betas(betas, model: BodyModel) -> torch.Tensor:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != model.num_betas:
         raise ValueError(f"betas must be ({model.num_betas},) or (T, {model.num_betas}), got {tuple(b.shape)}")
+    if bool((b == b[:1]).all()):  # one shared shape (the usual case): exactly that row
+        return b[:1]
     return b.mean(0, keepdim=True)
 
 
@@ -518,9 +493,9 @@ def extract_canonical_mesh(
     return torch.from_numpy(verts).to(device), torch.from_numpy(faces).to(device)
 
 
-def _frame_poses(model: BodyModel, fits: PoseSequence, t: int, config: AvatarConfig, frame_times, frame_weights):
+def _frame_poses(model: BodyModel, fits: BodyParams, t: int, config: AvatarConfig, frame_times, frame_weights):
     """The fitted poses (T frames) and the poses the avatar holds in those frames (refined when configured)."""
-    fitted = FramePoses(_tensor(fits.global_orient, "cpu"), _tensor(fits.body_pose, "cpu"), _tensor(fits.transl, "cpu"))
+    fitted = FramePoses.from_params(fits.to("cpu", torch.float32))
     if len(fitted) != t:
         raise ValueError(f"fits have {len(fitted)} frames but {t} meshes were given")
     if frame_times is not None:
@@ -538,15 +513,10 @@ def _frame_poses(model: BodyModel, fits: PoseSequence, t: int, config: AvatarCon
     return fitted, held
 
 
-def _canonical_vertex_weights(avatar: Avatar, vertices: torch.Tensor, batch_points: int = 2**16) -> torch.Tensor:
-    """Forward skinning weights (V, 24) of canonical vertices (V, 3), evaluated in chunks of ``batch_points``."""
-    return torch.cat([avatar.canonical_weights(c[None])[0] for c in vertices.split(batch_points)])
-
-
 def train_avatar(
     model: BodyModel,
     frames: Sequence[MeshLike],
-    fits: PoseSequence,
+    fits: BodyParams | Any,
     config: AvatarConfig | None = None,
     frame_weights: torch.Tensor | np.ndarray | None = None,
     point_confidence: Sequence[torch.Tensor | np.ndarray] | None = None,
@@ -560,8 +530,9 @@ def train_avatar(
     Args:
         model: body model of the fits (its shape, skinning weights and kinematic tree).
         frames: T meshes (vertices (V_t, 3) metres, faces (F_t, 3)) in the same space as the fits.
-        fits: per-frame body parameters: betas (num_betas,) or (T, num_betas), global_orient (T, 3), body_pose
-            (T, 69), transl (T, 3), e.g. ``SequenceFits`` or icon's ``BodyFit``.
+        fits: per-frame body parameters (T frames): a :class:`body.params.BodyParams` or anything
+            ``BodyParams.of`` converts (icon's ``BodyFit``, the store's ``FitArrays``, four named arrays with betas
+            (num_betas,) or (T, num_betas)); the rows' betas are averaged into one shape.
         config: settings (default ``AvatarConfig()``; ``AvatarConfig.fast()`` for CPU).
         frame_weights: (T,) per-frame quality in [0, 1] (e.g. from the refinement loss); default ones.
         point_confidence: per frame, (V_t,) per-vertex confidence in [0, 1] (e.g. ``vertex_visibility``): points
@@ -580,6 +551,7 @@ def train_avatar(
     config = config or AvatarConfig()
     if len(frames) == 0:
         raise ValueError("train_avatar needs at least one frame")
+    fits = BodyParams.of(fits)
     device = torch.device(device) if device is not None else model.device
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
@@ -618,7 +590,7 @@ def train_avatar(
     with torch.no_grad():
         verts, faces = extract_canonical_mesh(avatar, reference, tr.bounds, config.resolution,
                                               config.coarse_resolution)  # fmt: skip
-        weights = _canonical_vertex_weights(avatar, verts)
+        weights = avatar.vertex_weights(verts)
     avatar.vertices, avatar.faces, avatar.skin_weights = verts, faces, weights
     if progress is not None:
         progress("extract", 1, 1, {"vertices": float(len(verts))})

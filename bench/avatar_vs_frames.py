@@ -15,9 +15,9 @@ the fitted body's vertices onto the ground-truth body's vertices (same topology)
 alike; the Chamfer is also reported with a scale + translation only alignment (no rotation). The GT -> surface
 distance is also split into GT points the clip's camera saw and those it did not (the back side).
 
-Then 3 unseen poses (``bench/avatar.py``'s ``unseen_poses``): the avatar is posed into each, aligned by the Umeyama
-transform between its own body (avatar betas, same pose) and the ground-truth body, and its Chamfer is compared with
-its training-pose mean.
+Then 3 unseen poses (``bench/avatar_training.py``'s ``unseen_poses``): the avatar is posed into each, aligned by the
+Umeyama transform between its own body (avatar betas, same pose) and the ground-truth body, and its Chamfer is compared
+with its training-pose mean.
 
 Usage: python bench/avatar_vs_frames.py --store OUT/demo.zarr [--avatar OUT/demo.avatar] [--grid 160]
        [--samples 10000] [--json OUT/avatar_vs_frames.json]
@@ -29,12 +29,10 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WARP_CACHE_PATH", str(ROOT / ".cache" / "warp"))
 
 import numpy as np  # noqa: E402
@@ -53,12 +51,12 @@ from geometry.surface import extract_surface  # noqa: E402
 from icon.synth.garments import ClothedField  # noqa: E402
 from icon.synth.sequence import ClothedPerson, make_person, turn_and_wave_motion  # noqa: E402
 
-UNSEEN_ORIENT = np.array([0.0, 0.4, 0.0], np.float32)  # as in bench/avatar.py
+UNSEEN_ORIENT = np.array([0.0, 0.4, 0.0], np.float32)  # as in bench/avatar_training.py
 
 
 def unseen_poses() -> dict[str, np.ndarray]:
-    """The three unseen (69,) body poses of bench/avatar.py (imported from the file: ``bench`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("_bench_avatar", ROOT / "bench" / "avatar.py")
+    """The three unseen (69,) body poses of bench/avatar_training.py (loaded from the file: bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location("_bench_avatar", ROOT / "bench" / "avatar_training.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.unseen_poses()
@@ -105,7 +103,7 @@ class Truth:
         self.grid = int(grid or d["grid"])
         # The clip's motion regenerated (the poses in the truth file must be these).
         motion = turn_and_wave_motion(len(d["global_orient"]), turns=1.0)
-        regen = np.stack([np.concatenate([p.global_orient, p.body_pose]) for p in motion])
+        regen = motion.poses
         stored = np.concatenate([d["global_orient"], d["body_pose"]], axis=1)
         if not np.allclose(regen, stored, atol=1e-5):
             raise RuntimeError(f"{truth_path}: poses differ from turn_and_wave_motion({len(stored)})")

@@ -6,18 +6,14 @@ Usage: python bench/fit.py [--frames 16] [--sizes 256 512] [--device cpu]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from geometry.render import render_mesh  # noqa: E402
-from icon.fit import FitConfig, fit_body  # noqa: E402
-from tests.icon.synthetic_clip import make_clip  # noqa: E402
+from body import BodyModel
+from geometry.render import render_mesh
+from icon.fit import FitConfig, fit_body
+from icon.synth.clip import make_clip
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +30,14 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from flows.config import load_config  # noqa: E402
-from geometry.cameras import OrthographicCamera, PerspectiveCamera  # noqa: E402
-from geometry.render import render_mesh, shade_normals  # noqa: E402
-from icon.fit import BodyFit, fit_body  # noqa: E402
-from icon.normal_net import load_normal_net, predict_normals  # noqa: E402
-from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person  # noqa: E402
-from icon.refine import refine_body  # noqa: E402
+from body import BodyModel
+from flows.config import load_config
+from geometry.cameras import OrthographicCamera, PerspectiveCamera
+from geometry.render import render_mesh, shade_normals
+from icon.fit import BodyFit, fit_body
+from icon.normal_net import load_normal_net, predict_normals
+from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
+from icon.refine import refine_body
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATION = ROOT.parent.parent / "shared" / "validation"
@@ -48,10 +46,11 @@ GL_FROM_CV = np.diag([1.0, -1.0, -1.0])  # OpenCV camera (y down, z forward) <->
 
 
 def _eval_module(validation: Path):
-    sys.path.insert(0, str(validation))
-    import eval_recon  # the scorer shipped with the validation set
-
-    return eval_recon
+    """The scorer shipped with the validation set (eval_recon.py), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("eval_recon", validation / "eval_recon.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -14,24 +14,21 @@ Usage: python bench/icon_accuracy.py --data out/synth_eval [--n 50] [--resolutio
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from geometry.metrics import reconstruction_metrics  # noqa: E402
-from icon.fit import BodyFit  # noqa: E402
-from icon.implicit import load_implicit_net  # noqa: E402
-from icon.normal_net import load_normal_net  # noqa: E402
-from icon.person import PersonDetector, image_keypoints  # noqa: E402
-from icon.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
-from icon.refine import RefineConfig  # noqa: E402
-from icon.synth.shards import load_shard, shard_paths  # noqa: E402
+from body import BodyModel
+from geometry.metrics import reconstruction_metrics
+from icon.fit import BodyFit
+from icon.implicit import load_implicit_net
+from icon.normal_net import load_normal_net
+from icon.person import PersonDetector, image_keypoints
+from icon.reconstruct import ReconstructConfig, reconstruct
+from icon.refine import RefineConfig
+from icon.synth.shards import load_shard, shard_paths
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 

@@ -7,22 +7,19 @@ Usage: python bench/icon_speed.py [--size 512] [--resolution 256] [--batches 1 8
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from geometry.render import render_mesh  # noqa: E402
-from icon.fit import FitConfig, fit_body  # noqa: E402
-from icon.implicit import load_implicit_net, reconstruct_surface  # noqa: E402
-from icon.normal_net import load_normal_net, predict_normals  # noqa: E402
-from icon.refine import RefineConfig, refine_body  # noqa: E402
-from tests.icon.synthetic_clip import make_clip  # noqa: E402
+from body import BodyModel
+from geometry.render import render_mesh
+from icon.fit import FitConfig, fit_body
+from icon.implicit import load_implicit_net, reconstruct_surface
+from icon.normal_net import load_normal_net, predict_normals
+from icon.refine import RefineConfig, refine_body
+from icon.synth.clip import make_clip
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 

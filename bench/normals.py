@@ -8,12 +8,8 @@ also split into pixels the body covers and pixels only clothing/hair covers (whe
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
-
-_REPO = Path(__file__).resolve().parents[1]
-sys.path = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

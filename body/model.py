@@ -1,4 +1,6 @@
-"""The body model: smplx's SMPL-family layer behind one interface, with the embedded Anny-derived model as default.
+"""The body model: SMPL-format models posed by the project's own LBS (``body.lbs``), the embedded Anny-derived model
+as default; users' own SMPL/SMPL-H/SMPL-X files are read through the optional ``smplx`` package (``pip install
+'.[smpl]'``), which is never imported on the default path.
 
 Everything downstream sees SMPL's 24-joint skeleton (pose (B, 72) axis-angle, betas (B, num_betas)), whichever
 model is loaded: SMPL-H/SMPL-X files are driven through their first 21 body joints, their finger weights are
@@ -16,24 +18,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import smplx
 import torch
-from smplx.utils import Struct
 
-from body.landmarks import mediapipe_correspondences
-from body.rotations import matrix_to_axis_angle, rot6d_to_matrix
+from body.landmark_table import mediapipe_correspondences
+from body.lbs import pose_body
+from body.rotations import axis_angle_to_matrix, rot6d_to_matrix
+from body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
 
 __all__ = ["EMBEDDED_MODEL_ID", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "BodyModel", "BodyOutput", "embedded_model_path"]
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_ID = "anny-smpl-v1"
-SMPL_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
-    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
-)  # fmt: skip
-SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 PoseFormat = Literal["axis_angle", "rot6d", "matrix"]
 _POSE_WIDTH = {"axis_angle": (3,), "rot6d": (6,), "matrix": (3, 3)}
@@ -41,6 +37,7 @@ _POSE_WIDTH = {"axis_angle": (3,), "rot6d": (6,), "matrix": (3, 3)}
 _HAND_JOINTS = {"smplh": (25, 40), "smplx": (28, 43)}
 # smplx only uses these to add keypoints we discard; valid indices for any mesh.
 _DUMMY_VERTEX_IDS = {"nose": 0, "reye": 0, "leye": 0, "rear": 0, "lear": 0}
+_NUM_POSE_BASIS = (NUM_JOINTS - 1) * 9
 
 
 def embedded_model_path() -> Path:
@@ -61,6 +58,49 @@ class BodyOutput:
     joints: torch.Tensor
 
 
+@dataclass
+class _ModelArrays:
+    """An SMPL-format model reduced to SMPL's 24 joints (float32 tensors; faces int64).
+
+    Attributes:
+        v_template: (V, 3) rest vertices. shapedirs: (V, 3, K). posedirs: (207, V * 3) or None when all zero.
+        J_regressor: (24, V). lbs_weights: (V, 24). faces: (F, 3).
+    """
+
+    v_template: torch.Tensor
+    shapedirs: torch.Tensor
+    posedirs: torch.Tensor | None
+    J_regressor: torch.Tensor
+    lbs_weights: torch.Tensor
+    faces: torch.Tensor
+
+
+def _tensor(a) -> torch.Tensor:
+    if hasattr(a, "toarray"):  # scipy sparse (SMPL's J_regressor)
+        a = a.toarray()
+    return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+
+def _posedirs(posedirs: torch.Tensor | None) -> torch.Tensor | None:
+    """(207, V * 3) pose correctives, or None when they are all zero (the embedded model has none)."""
+    if posedirs is None or not bool(posedirs.any()):
+        return None
+    return posedirs.contiguous()
+
+
+def _import_smplx():
+    """The optional ``smplx`` package (non-commercial licence), needed only to read users' SMPL-family files."""
+    try:
+        import smplx
+    except ImportError as exc:
+        raise ImportError(
+            "loading your own SMPL/SMPL-H/SMPL-X model file needs the optional smplx package: "
+            "pip install '.[smpl]' (smplx is licensed for non-commercial research only; the embedded default body "
+            "model needs no part of it)"
+        ) from exc
+    return smplx
+
+
 def _quiet(fn, *args, **kwargs):
     """Call an smplx constructor, sending its print() chatter to the debug log."""
     buf = io.StringIO()
@@ -71,14 +111,133 @@ def _quiet(fn, *args, **kwargs):
     return result
 
 
+def _load_npz(path: Path, num_betas: int):
+    """An SMPL-format npz (the embedded model or one made by scripts/make_body_model.py), read without pickle."""
+    required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ValueError(f"{path}: not an SMPL-format body model, missing arrays {missing}")
+        arrays = {k: data[k] for k in required}
+        mp_joint = data["mediapipe_joint_index"] if "mediapipe_joint_index" in data else None
+        mp_vertex = data["mediapipe_vertex_index"] if "mediapipe_vertex_index" in data else None
+        model_id = str(data["model_id"]) if "model_id" in data else path.name
+    available = arrays["shapedirs"].shape[-1]
+    if num_betas > available:
+        raise ValueError(f"{path}: num_betas={num_betas} but the model has only {available} shape components")
+    v = arrays["v_template"].shape[0]
+    shapes = {"v_template": (v, 3), "J_regressor": (NUM_JOINTS, v), "weights": (v, NUM_JOINTS)}
+    bad = {k: arrays[k].shape for k, s in shapes.items() if arrays[k].shape != s}
+    if bad or arrays["posedirs"].size != v * 3 * _NUM_POSE_BASIS:
+        raise ValueError(f"{path}: expected a 24-joint SMPL-format model with {v} vertices, got shapes {bad} and "
+                         f"posedirs {arrays['posedirs'].shape}")
+    parents = tuple(int(p) for p in arrays["kintree_table"][0][1:])
+    if parents != SMPL_PARENTS[1:]:
+        raise ValueError(f"{path}: kinematic tree {parents} is not SMPL's {SMPL_PARENTS[1:]}")
+    model = _ModelArrays(
+        v_template=_tensor(arrays["v_template"]),
+        shapedirs=_tensor(arrays["shapedirs"][:, :, :num_betas]),
+        posedirs=_posedirs(_tensor(arrays["posedirs"]).reshape(-1, _NUM_POSE_BASIS).T),
+        J_regressor=_tensor(arrays["J_regressor"]),
+        lbs_weights=_tensor(arrays["weights"]),
+        faces=torch.as_tensor(arrays["f"].astype(np.int64)),
+    )
+    return model, model_id, mp_joint, mp_vertex
+
+
+def _load_smplx_layer(path: Path, model_type: str, gender: str, num_betas: int):
+    """A user's SMPL-family model read by smplx (which unpickles .pkl model files); returns (layer, model_id)."""
+    smplx = _import_smplx()
+    kwargs = dict(
+        gender=gender,
+        num_betas=num_betas,
+        vertex_ids=dict(_DUMMY_VERTEX_IDS),
+        use_feet_keypoints=False,
+        use_hands=False,
+        create_betas=False,
+        create_global_orient=False,
+        create_body_pose=False,
+        create_transl=False,
+    )
+    if model_type != "smpl":
+        kwargs.update(use_pca=False, flat_hand_mean=True, create_left_hand_pose=False,
+                      create_right_hand_pose=False)
+    if model_type == "smplx":
+        kwargs.update(create_jaw_pose=False, create_leye_pose=False, create_reye_pose=False,
+                      create_expression=False)
+    classes = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}
+    try:
+        if path.is_dir():
+            model_id = f"{path.name}/{model_type}-{gender}"
+            if (path / model_type).is_dir():
+                layer = _quiet(smplx.create, str(path), model_type=model_type, **kwargs)
+            else:
+                layer = _quiet(classes[model_type], str(path), **kwargs)
+        else:
+            ext = path.suffix.lower().lstrip(".")
+            if ext not in ("pkl", "npz") or (model_type == "smpl" and ext != "pkl"):
+                raise ValueError(f"{path}: expected a .pkl (or, for SMPL-H/SMPL-X, .npz) model file")
+            if model_type != "smpl":
+                kwargs["ext"] = ext
+            model_id = path.name
+            layer = _quiet(classes[model_type], str(path), **kwargs)
+    except (AssertionError, KeyError, AttributeError, OSError) as exc:
+        raise ValueError(f"could not load a {model_type} model from {path}: {exc!r}") from exc
+    return layer, model_id
+
+
+def _reduce_to_smpl_joints(layer, model_type: str, num_betas: int) -> _ModelArrays:
+    """The arrays of an smplx layer on SMPL's 24 joints.
+
+    SMPL-H/SMPL-X: joints 0..21 are the body's, SMPL's hand joints 22/23 take the middle finger's first joint; finger
+    weights are summed into the hand joints and jaw/eye weights into the head. The fingers, jaw and eyes stay at
+    their rest rotation, where their pose correctives vanish, so only the first 21 body joints' correctives are kept.
+    """
+    v_template = layer.v_template.detach().float()
+    shapedirs = layer.shapedirs.detach().float()
+    if shapedirs.shape[-1] < num_betas:
+        raise ValueError(f"num_betas={num_betas} but the model has only {shapedirs.shape[-1]} shape components")
+    posedirs = layer.posedirs.detach().float()
+    weights = layer.lbs_weights.detach().float()
+    J_regressor = layer.J_regressor.detach().float()
+    if model_type == "smpl":
+        if J_regressor.shape[0] != NUM_JOINTS:
+            raise ValueError(f"expected a 24-joint SMPL model, got {J_regressor.shape[0]} joints")
+    else:
+        left, right = _HAND_JOINTS[model_type]
+        rows = list(range(22)) + [left, right]
+        column_to_joint = torch.arange(weights.shape[1])
+        if model_type == "smplx":
+            column_to_joint[22:25] = 15  # jaw and eyes -> head
+            column_to_joint[25:40] = 22
+            column_to_joint[40:55] = 23
+        else:
+            column_to_joint[22:37] = 22
+            column_to_joint[37:52] = 23
+        weights24 = torch.zeros(weights.shape[0], NUM_JOINTS, dtype=weights.dtype)
+        weights = weights24.index_add_(1, column_to_joint, weights)
+        J_regressor = J_regressor[rows].clone()
+        body_rows = 21 * 9
+        posedirs = torch.cat([posedirs[:body_rows], posedirs.new_zeros(_NUM_POSE_BASIS - body_rows, posedirs.shape[1])])
+    return _ModelArrays(
+        v_template=v_template,
+        shapedirs=shapedirs[:, :, :num_betas].contiguous(),
+        posedirs=_posedirs(posedirs),
+        J_regressor=J_regressor,
+        lbs_weights=weights,
+        faces=layer.faces_tensor.detach().clone().long(),
+    )
+
+
 class BodyModel(torch.nn.Module):
-    """SMPL-format body model with SMPL's 24 joints.
+    """SMPL-format body model with SMPL's 24 joints, posed by the project's own LBS.
 
     Args:
         path: None for the embedded model (Anny-derived, see assets/BODY_MODEL.md). Otherwise your own SMPL,
-            SMPL-H or SMPL-X model: a file (``.pkl`` or ``.npz``; ``.pkl`` files are unpickled, so only pass a model
-            file you trust) or a directory laid out as smplx expects (``<dir>/<model_type>/SMPL_NEUTRAL.pkl`` or
-            ``<dir>/SMPL_NEUTRAL.pkl``).
+            SMPL-H or SMPL-X model: an SMPL-format ``.npz`` read directly, or a file (``.pkl`` or ``.npz``; ``.pkl``
+            files are unpickled, so only pass a model file you trust) or a directory laid out as smplx expects
+            (``<dir>/<model_type>/SMPL_NEUTRAL.pkl`` or ``<dir>/SMPL_NEUTRAL.pkl``), both read through the optional
+            ``smplx`` package (``pip install '.[smpl]'``).
         model_type: "smpl", "smplh" or "smplx"; must be "smpl" for the embedded model.
         gender: "neutral", "male" or "female"; selects the file inside a directory. The embedded model is neutral.
         num_betas: number of shape components used (at most 10 for the embedded model).
@@ -109,122 +268,31 @@ class BodyModel(torch.nn.Module):
                     f"the embedded body model is a gender-neutral SMPL-format model; got model_type={model_type!r}, "
                     f"gender={gender!r}. Pass path= to use your own SMPL-H/SMPL-X or gendered model."
                 )
-            layer, model_id, mp_joint, mp_vertex = self._load_npz(embedded_model_path(), num_betas)
+            arrays, model_id, mp_joint, mp_vertex = _load_npz(embedded_model_path(), num_betas)
         else:
             path = Path(path)
             if not path.exists():
                 raise ValueError(f"body model path {path} does not exist")
             if path.is_file() and path.suffix.lower() == ".npz" and model_type == "smpl":
-                layer, model_id, mp_joint, mp_vertex = self._load_npz(path, num_betas)
+                arrays, model_id, mp_joint, mp_vertex = _load_npz(path, num_betas)
             else:
-                layer, model_id = self._load_smplx(path, model_type, gender, num_betas)
-        self.layer = layer
+                layer, model_id = _load_smplx_layer(path, model_type, gender, num_betas)
+                arrays = _reduce_to_smpl_joints(layer, model_type, num_betas)
         self.model_id = model_id
+        # SMPL-H/SMPL-X are driven through their 21 body joints only (their hands stay at rest).
+        self._drives_hand_joints = model_type == "smpl"
 
-        num_vertices = int(layer.v_template.shape[0])
+        self.register_buffer("_v_template", arrays.v_template, persistent=False)
+        self.register_buffer("_shapedirs", arrays.shapedirs, persistent=False)
+        self.register_buffer("_posedirs", arrays.posedirs, persistent=False)
+        self.register_buffer("_J_regressor", arrays.J_regressor, persistent=False)
+        self.register_buffer("_lbs_weights", arrays.lbs_weights, persistent=False)
+        self.register_buffer("faces", arrays.faces, persistent=False)
         if mp_joint is None:
-            mp_joint, mp_vertex = mediapipe_correspondences(num_vertices)
+            mp_joint, mp_vertex = mediapipe_correspondences(self.num_vertices)
         self.register_buffer("mediapipe_joint_index", torch.as_tensor(mp_joint, dtype=torch.long), persistent=False)
         self.register_buffer("mediapipe_vertex_index", torch.as_tensor(mp_vertex, dtype=torch.long), persistent=False)
         self.register_buffer("parents", torch.tensor(SMPL_PARENTS, dtype=torch.long), persistent=False)
-        self.register_buffer("faces", layer.faces_tensor.clone().long(), persistent=False)
-
-        if model_type == "smpl":
-            if layer.J_regressor.shape[0] != 24:
-                raise ValueError(f"{model_id}: expected a 24-joint SMPL model, got {layer.J_regressor.shape[0]} joints")
-            self._joint_rows = None
-        else:
-            left, right = _HAND_JOINTS[model_type]
-            rows = list(range(22)) + [left, right]
-            n = layer.lbs_weights.shape[1]
-            column_to_joint = torch.arange(n)
-            if model_type == "smplx":
-                column_to_joint[22:25] = 15  # jaw and eyes -> head
-                column_to_joint[25:40] = 22
-                column_to_joint[40:55] = 23
-            else:
-                column_to_joint[22:37] = 22
-                column_to_joint[37:52] = 23
-            weights24 = torch.zeros(num_vertices, 24, dtype=layer.lbs_weights.dtype)
-            weights24.index_add_(1, column_to_joint, layer.lbs_weights)
-            self._joint_rows = rows
-            self.register_buffer("_lbs_weights24", weights24, persistent=False)
-            self.register_buffer("_J_regressor24", layer.J_regressor[rows].clone(), persistent=False)
-
-    @staticmethod
-    def _load_npz(path: Path, num_betas: int):
-        """An SMPL-format npz (the embedded model or one made by scripts/make_body_model.py), no pickle."""
-        required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in required if k not in data]
-            if missing:
-                raise ValueError(f"{path}: not an SMPL-format body model, missing arrays {missing}")
-            arrays = {k: data[k] for k in required}
-            available = arrays["shapedirs"].shape[-1]
-            if num_betas > available:
-                raise ValueError(f"{path}: num_betas={num_betas} but the model has only {available} shape components")
-            if "vertex_id_names" in data:
-                names, values = data["vertex_id_names"], data["vertex_id_values"]
-                vertex_ids = {str(n): int(v) for n, v in zip(names, values, strict=True)}
-            else:
-                vertex_ids = dict(_DUMMY_VERTEX_IDS)
-            mp_joint = data["mediapipe_joint_index"] if "mediapipe_joint_index" in data else None
-            mp_vertex = data["mediapipe_vertex_index"] if "mediapipe_vertex_index" in data else None
-            model_id = str(data["model_id"]) if "model_id" in data else path.name
-        layer = _quiet(
-            smplx.SMPL,
-            str(path),
-            data_struct=Struct(**arrays),
-            num_betas=num_betas,
-            vertex_ids=vertex_ids,
-            use_feet_keypoints=False,
-            use_hands=False,
-            create_betas=False,
-            create_global_orient=False,
-            create_body_pose=False,
-            create_transl=False,
-        )
-        return layer, model_id, mp_joint, mp_vertex
-
-    @staticmethod
-    def _load_smplx(path: Path, model_type: str, gender: str, num_betas: int):
-        """A user's SMPL-family model through smplx (which unpickles .pkl model files)."""
-        kwargs = dict(
-            gender=gender,
-            num_betas=num_betas,
-            vertex_ids=dict(_DUMMY_VERTEX_IDS),
-            use_feet_keypoints=False,
-            use_hands=False,
-            create_betas=False,
-            create_global_orient=False,
-            create_body_pose=False,
-            create_transl=False,
-        )
-        if model_type != "smpl":
-            kwargs.update(use_pca=False, flat_hand_mean=True, create_left_hand_pose=False,
-                          create_right_hand_pose=False)
-        if model_type == "smplx":
-            kwargs.update(create_jaw_pose=False, create_leye_pose=False, create_reye_pose=False,
-                          create_expression=False)
-        classes = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}
-        try:
-            if path.is_dir():
-                model_id = f"{path.name}/{model_type}-{gender}"
-                if (path / model_type).is_dir():
-                    layer = _quiet(smplx.create, str(path), model_type=model_type, **kwargs)
-                else:
-                    layer = _quiet(classes[model_type], str(path), **kwargs)
-            else:
-                ext = path.suffix.lower().lstrip(".")
-                if ext not in ("pkl", "npz") or (model_type == "smpl" and ext != "pkl"):
-                    raise ValueError(f"{path}: expected a .pkl (or, for SMPL-H/SMPL-X, .npz) model file")
-                if model_type != "smpl":
-                    kwargs["ext"] = ext
-                model_id = path.name
-                layer = _quiet(classes[model_type], str(path), **kwargs)
-        except (AssertionError, KeyError, AttributeError, OSError) as exc:
-            raise ValueError(f"could not load a {model_type} model from {path}: {exc!r}") from exc
-        return layer, model_id
 
     # --- properties -------------------------------------------------------------------------------------------
 
@@ -234,30 +302,35 @@ class BodyModel(torch.nn.Module):
 
     @property
     def num_vertices(self) -> int:
-        return int(self.layer.v_template.shape[0])
+        return int(self._v_template.shape[0])
 
     @property
     def v_template(self) -> torch.Tensor:
         """(V, 3) rest vertices of the mean shape."""
-        return self.layer.v_template
+        return self._v_template
+
+    @property
+    def shapedirs(self) -> torch.Tensor:
+        """(V, 3, num_betas) shape components."""
+        return self._shapedirs
 
     @property
     def lbs_weights(self) -> torch.Tensor:
         """(V, 24) skinning weights, rows summing to 1."""
-        return self.layer.lbs_weights if self._joint_rows is None else self._lbs_weights24
+        return self._lbs_weights
 
     @property
     def J_regressor(self) -> torch.Tensor:
         """(24, V) joint regressor applied to the shaped rest vertices."""
-        return self.layer.J_regressor if self._joint_rows is None else self._J_regressor24
+        return self._J_regressor
 
     @property
     def device(self) -> torch.device:
-        return self.layer.v_template.device
+        return self._v_template.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.layer.v_template.dtype
+        return self._v_template.dtype
 
     # --- forward ----------------------------------------------------------------------------------------------
 
@@ -326,40 +399,30 @@ class BodyModel(torch.nn.Module):
 
         betas = fill(betas, (self.num_betas,))
         transl = fill(transl, (3,))
-        # Rotations as matrices (identity default), then to what the layer wants.
+        eye = torch.eye(3, dtype=self.dtype, device=self.device)
         if pose_format == "axis_angle":
-            go = fill(global_orient, (1, 3))
-            bp = fill(body_pose, (23, 3))
-            go_m = bp_m = None
+            go_m = eye.expand(B, 1, 3, 3) if global_orient is None else axis_angle_to_matrix(global_orient)
+            bp_m = eye.expand(B, 23, 3, 3) if body_pose is None else axis_angle_to_matrix(body_pose)
         else:
-            eye = torch.eye(3, dtype=self.dtype, device=self.device)
-            go_m = eye.expand(B, 1, 3, 3) if global_orient is None else global_orient.expand(B, 1, *rot)
-            bp_m = eye.expand(B, 23, 3, 3) if body_pose is None else body_pose.expand(B, 23, *rot)
+            go_m = eye.expand(B, 1, 3, 3) if global_orient is None else global_orient
+            bp_m = eye.expand(B, 23, 3, 3) if body_pose is None else body_pose
             if pose_format == "rot6d":
-                go_m, bp_m = rot6d_to_matrix(go_m), rot6d_to_matrix(bp_m)
-            go, bp = None, None
-
-        if self._joint_rows is None:
-            if go_m is None:
-                out = self.layer(betas=betas, global_orient=go.reshape(B, 3), body_pose=bp.reshape(B, 69),
-                                 transl=transl, pose2rot=True)
-            else:
-                out = self.layer(betas=betas, global_orient=go_m, body_pose=bp_m, transl=transl, pose2rot=False)
-            return BodyOutput(vertices=out.vertices, joints=out.joints[:, :24])
-
-        # SMPL-H / SMPL-X: drive the 21 body joints; SMPL's hand joints (22, 23) have no counterpart.
-        if go is None:
-            go, bp = matrix_to_axis_angle(go_m), matrix_to_axis_angle(bp_m)
-        zeros45 = torch.zeros(B, 45, dtype=self.dtype, device=self.device)
-        extra = {"left_hand_pose": zeros45, "right_hand_pose": zeros45}
-        if self.model_type == "smplx":
-            z3 = torch.zeros(B, 3, dtype=self.dtype, device=self.device)
-            n_expr = self.layer.num_expression_coeffs
-            extra.update(jaw_pose=z3, leye_pose=z3, reye_pose=z3,
-                         expression=torch.zeros(B, n_expr, dtype=self.dtype, device=self.device))
-        out = self.layer(betas=betas, global_orient=go.reshape(B, 3), body_pose=bp[:, :21].reshape(B, 63),
-                         transl=transl, **extra)
-        return BodyOutput(vertices=out.vertices, joints=out.joints[:, self._joint_rows])
+                go_m = go_m if global_orient is None else rot6d_to_matrix(go_m)
+                bp_m = bp_m if body_pose is None else rot6d_to_matrix(bp_m)
+        rotations = torch.cat([go_m.expand(B, 1, 3, 3), bp_m.expand(B, 23, 3, 3)], dim=1)
+        if not self._drives_hand_joints:
+            rotations = torch.cat([rotations[:, :22], eye.expand(B, 2, 3, 3)], dim=1)
+        vertices, joints = pose_body(
+            betas,
+            rotations,
+            transl,
+            v_template=self._v_template,
+            shapedirs=self._shapedirs,
+            posedirs=self._posedirs,
+            J_regressor=self._J_regressor,
+            lbs_weights=self._lbs_weights,
+        )
+        return BodyOutput(vertices=vertices, joints=joints)
 
     def extra_repr(self) -> str:
         return f"model_id={self.model_id!r}, num_vertices={self.num_vertices}, num_betas={self.num_betas}"

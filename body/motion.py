@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from body.params import BodyParams
+
 __all__ = [
     "Motion",
     "Z_UP_TO_Y_UP",
@@ -97,6 +99,19 @@ class Motion:
     def poses(self) -> np.ndarray:
         """(N, 72) global orientation followed by the body pose."""
         return np.concatenate([self.global_orient, self.body_pose], axis=1)
+
+    @classmethod
+    def from_params(cls, params: BodyParams, fps: float) -> Motion:
+        """The poses of N rows of body parameters (their betas dropped) played at ``fps``."""
+        p = BodyParams.of(params).numpy()
+        return cls(fps=fps, global_orient=p.global_orient, body_pose=p.body_pose, transl=p.transl)
+
+    def with_betas(self, betas: np.ndarray) -> BodyParams:
+        """The frames as body parameters (numpy float32) with a shape: betas (K,) shared by every frame or (N, K)."""
+        betas = np.asarray(betas, np.float32)
+        if betas.ndim == 1:
+            betas = np.repeat(betas[None], self.num_frames, axis=0)
+        return BodyParams(betas, self.global_orient, self.body_pose, self.transl)
 
 
 def z_up_to_y_up(motion: Motion) -> Motion:

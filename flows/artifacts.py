@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.pipeline import DirectoryResult, FrameRecord, VideoResult
+    from flows.results import DirectoryResult, FrameRecord, VideoResult
 
 __all__ = ["frame_table", "publish_directory_artifact", "publish_video_artifacts", "video_summary_markdown"]
 
@@ -43,8 +43,19 @@ def frame_table(records: Sequence[FrameRecord]) -> list[dict[str, Any]]:
     return rows
 
 
+def _report_link(store: str) -> str:
+    """Markdown link to the run's HTML report (``file://``, opens from disk), or a note when none was written."""
+    from flows.report import report_dir_for
+
+    page = report_dir_for(store) / "index.html"
+    if not page.is_file():
+        return "(not written)"
+    return f"[{page.name}]({page.resolve().as_uri()}) `{page}`"
+
+
 def video_summary_markdown(result: VideoResult, reasons: dict[int, str]) -> str:
-    """Markdown summary of one video: counts, output paths, contact sheet, seconds per stage, failures."""
+    """Markdown summary of one video: counts, output paths, contact sheet, HTML report link, seconds per stage,
+    failures."""
     lines = [
         f"# {Path(result.video).name}: {result.message}",
         "",
@@ -54,6 +65,7 @@ def video_summary_markdown(result: VideoResult, reasons: dict[int, str]) -> str:
         f"| run store | `{result.store}` |",
         f"| previews | `{result.preview_dir}` |",
         f"| contact sheet | `{result.contact_sheet or '(no finished frame)'}` |",
+        f"| report | {_report_link(result.store)} |",
         f"| frames | {result.n_frames} total, {result.n_done} done, {result.n_skipped} skipped, "
         f"{result.n_failed} failed |",
         f"| wall time | {result.seconds:.1f} s |",

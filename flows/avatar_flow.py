@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import torch
 
     from avatar.model import Avatar
-    from avatar.train import SequenceFits
     from body.motion import Motion
+    from body.params import BodyParams
     from flows.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class StoreTrainingData:
 
     frames: list[int]
     meshes: list[tuple[torch.Tensor, torch.Tensor]]
-    fits: SequenceFits
+    fits: BodyParams
     fit_stage: list[str]
     cameras: torch.Tensor
     image_size: int
@@ -203,7 +203,7 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     """
     import torch
 
-    from avatar.train import SequenceFits
+    from body.params import BodyParams
     from flows.store import FrameStatus
 
     status = store.status()
@@ -242,7 +242,8 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
         )
     if (n_init := stages.count("init")) > 0:
         log.info("%s: %d of %d frames have no refined fit; using their initial fit", store.path, n_init, len(frames))
-    fit = {n: torch.stack([getattr(f, n)[i] for f, i in rows]) for n in names}
+    body = BodyParams.cat([f.body[i] for f, i in rows])
+    cameras = torch.stack([f.camera[i] for f, i in rows])
     keep = [candidates.index(t) for t in frames]
     weights, last = frame_quality_weights(store.read_loss(candidates)[keep])
     times = store.read_frames(frames).timestamp.astype(np.float64)
@@ -257,11 +258,9 @@ def load_training_data(store: RunStore, min_frames: int = 2) -> StoreTrainingDat
     return StoreTrainingData(
         frames=frames,
         meshes=meshes,
-        fits=SequenceFits(
-            betas=fit["betas"], global_orient=fit["global_orient"], body_pose=fit["body_pose"], transl=fit["transl"]
-        ),
+        fits=body,
         fit_stage=stages,
-        cameras=fit["camera"],
+        cameras=cameras,
         image_size=store.image_size,
         frame_weights=torch.from_numpy(weights),
         final_losses=last,
@@ -353,6 +352,32 @@ def _curve_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {k.replace("/", "."): np.asarray(v, dtype=np.float64) for k, v in history.items()}
 
 
+def _training_info(
+    store_path: Path,
+    data: StoreTrainingData,
+    avatar: Avatar,
+    config: AvatarConfig,
+    body_model_path: str | None,
+    device: str,
+    change: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``training.json`` records about one avatar training: its inputs, settings and the held-pose change."""
+    return {
+        "store": str(store_path.resolve()),
+        "frames": data.frames,
+        "fit_stage": data.fit_stage,
+        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
+        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
+        "body_model": body_model_path,
+        "device": str(device),
+        "frame_times": [round(float(x), 4) for x in data.times],
+        "pose_smoothing_s": config.pose_smoothing_s,
+        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
+        "canonical_vertices": int(avatar.vertices.shape[0]),
+        "canonical_faces": int(avatar.faces.shape[0]),
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ training
 @task(name="train-avatar", cache_policy=NO_CACHE)
 def train_avatar_from_store(
@@ -383,7 +408,7 @@ def train_avatar_from_store(
     from avatar.model import save_avatar
     from avatar.poses import pose_change
     from avatar.train import train_avatar
-    from flows.pipeline import body_model
+    from flows.resources import body_model
     from flows.runners import resolve_device
     from flows.store import open_run
 
@@ -433,21 +458,8 @@ def train_avatar_from_store(
     change = pose_change(avatar.fitted_poses, avatar.frame_poses)
     logger.info("avatar: held poses differ from the fits by %.1f deg per joint, %.1f deg root, %.1f cm on average",
                 change["joint_deg"].mean(), change["root_deg"].mean(), 100 * change["transl_m"].mean())  # fmt: skip
-    info = {
-        "store": str(store_path.resolve()),
-        "frames": data.frames,
-        "fit_stage": data.fit_stage,
-        "frame_weights": [round(float(w), 4) for w in data.frame_weights],
-        "final_losses": [None if not math.isfinite(x) else float(x) for x in data.final_losses],
-        "body_model": body_model_path,
-        "device": str(device),
-        "frame_times": [round(float(x), 4) for x in data.times],
-        "pose_smoothing_s": config.pose_smoothing_s,
-        "pose_change": {k: [round(float(x), 3) for x in v] for k, v in change.items()},
-        "canonical_vertices": int(avatar.vertices.shape[0]),
-        "canonical_faces": int(avatar.faces.shape[0]),
-        "seconds": {"read": round(t_read, 2), "train": round(t_train, 2)},
-    }
+    info = _training_info(store_path, data, avatar, config, body_model_path, device, change)
+    info["seconds"] = {"read": round(t_read, 2), "train": round(t_train, 2)}
     (avatar_dir / "training.json").write_text(json.dumps(info, indent=1))
     writable = open_run(store_path, "r+")
     writable.write_avatar_mesh(avatar.vertices.detach().cpu().numpy(), avatar.faces.detach().cpu().numpy())
@@ -637,7 +649,8 @@ def repose(
     lap("meshes")
     video_path = render_motion_video(out_dir / f"{motion_path.stem}.mp4", meshes, motion.fps)
     lap("video")
-    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar")
+    gltf_path = save_gltf(out_dir / "avatar.glb", avatar, motion, name=avatar_dir.stem or "avatar",
+                          animation_name=motion_path.stem)
     lap("gltf")
     seconds["total"] = time.perf_counter() - t0
     result = ReposeResult(avatar_dir=avatar_dir, motion_path=motion_path, out_dir=out_dir, quality=quality,

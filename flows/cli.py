@@ -162,7 +162,7 @@ def frames(
 ) -> None:
     """Crops, masks, keypoints, body fit and a contact sheet of a short clip as plain files (no store, no server)."""
     cfg = _load_cfg(config, fps, max_frames)
-    from flows.pipeline import extract_to_files
+    from flows.extract_files import extract_to_files
     from flows.video import VideoError
 
     try:
@@ -202,6 +202,7 @@ def demo(
     typer.echo(f"  store (open with flows.store.open_run or xarray.open_zarr): {result.store}")
     typer.echo(f"  contact sheet (crops with the fitted body overlaid): {result.contact_sheet}")
     typer.echo(f"  per-frame clothed meshes: in the store's /meshes group ({result.n_done} frames done)")
+    typer.echo(f"  HTML report (opens from disk): {Path(result.store).with_suffix('.report') / 'index.html'}")
     if result.avatar_dir:
         typer.echo(f"  avatar: {result.avatar_dir}")
         typer.echo(f"  avatar re-posed with the bundled wave motion: {result.avatar_video}")
@@ -460,10 +461,17 @@ def repose(
     quality: Annotated[str, typer.Option("--quality", help="fast (skinned mesh) or full (per-pose surface).")] = "fast",
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Pose the first N frames.")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device: auto, cpu or cuda:N.")] = "auto",
+    fbx: Annotated[bool, typer.Option("--fbx", help="Also write avatar.fbx through Blender (needs bpy).")] = False,
 ) -> None:
     """Pose an avatar with a motion: per-frame PLY meshes, an MP4 render and a rigged, animated avatar.glb."""
     if quality not in ("fast", "full"):
         raise typer.BadParameter(f"expected fast or full, got {quality!r}", param_hint="--quality")
+    if fbx:
+        from flows.blender import bpy_available
+
+        if not bpy_available():
+            typer.echo("error: --fbx needs Blender's Python module: `make blender` (bpy==5.0.1, Python 3.11)", err=True)
+            raise typer.Exit(1)
     from flows.avatar_flow import repose as repose_flow
 
     try:
@@ -475,6 +483,37 @@ def repose(
     typer.echo(f"  meshes: {result.out_dir / 'meshes'} ({len(result.mesh_paths)} PLY)")
     typer.echo(f"  video: {result.video_path}")
     typer.echo(f"  glTF: {result.gltf_path}")
+    if fbx:
+        from flows.blender import glb_to_fbx
+
+        typer.echo(f"  FBX (via Blender): {glb_to_fbx(result.gltf_path, result.gltf_path.with_suffix('.fbx'))}")
+
+
+@app.command()
+def view(
+    path: Annotated[Path, typer.Argument(help="A run store (<stem>.zarr) or the output folder holding it.")],
+    video: Annotated[str | None, typer.Option("--video", help="Stem of the store when the folder has several.")] = None,
+    motion: Annotated[Path | None, typer.Option("--motion", help="Motion the avatar plays (default: wave).")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Interactive viewer of a run in the browser (read-only; works while a run is still writing the store)."""
+    import time
+
+    from flows.viewer import find_store, start_viewer
+
+    try:
+        viewer = start_viewer(find_store(path, video), motion, host="127.0.0.1", port=port)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"avatarize viewer: {viewer.url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
 
 
 @app.command("reconstruct")

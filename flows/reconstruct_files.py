@@ -132,8 +132,8 @@ def reconstruct_images(
     import torch
     import trimesh
 
-    from flows.pipeline import body_model, load_networks, resolve_config
     from flows.previews import write_png
+    from flows.resources import body_model, load_networks, resolve_config
     from flows.runners import resolve_device
     from icon.fit import fit_body
     from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
@@ -181,9 +181,8 @@ def reconstruct_images(
             res.fit = out / f"{stem}_fit.npz"
             rf = rec.fit
             np.savez_compressed(
-                res.fit, betas=rf.betas.cpu().numpy(), global_orient=rf.global_orient.cpu().numpy(),
-                body_pose=rf.body_pose.cpu().numpy(), transl=rf.transl.cpu().numpy(), camera=rf.camera.cpu().numpy(),
-                image_size=s, crop=cropped.crops, refine_loss=rec.losses.cpu().numpy(),
+                res.fit, **rf.body.to_npz_dict(), camera=rf.camera.cpu().numpy(), image_size=s, crop=cropped.crops,
+                refine_loss=rec.losses.cpu().numpy(),
             )  # fmt: skip
             res.overlay = write_png(out / f"{stem}_overlay.png", overlay_panel(
                 cropped.images[0], rec.normals_front[0].cpu().numpy(), verts, faces))  # fmt: skip

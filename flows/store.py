@@ -6,17 +6,11 @@ processes touch disjoint chunk files (zarr's LocalStore writes each file atomica
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import socket
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,8 +20,21 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from zarr.storage import LocalStore
 
+from flows.run_lock import lock_run, run_lock_path
+from flows.store_types import (
+    FitArrays,
+    FrameArrays,
+    FrameNotWrittenError,
+    NormalMaps,
+    NotARunStoreError,
+    ReadOnlyStoreError,
+    RunStoreBusyError,
+    RunStoreError,
+    RunStoreExistsError,
+    SchemaVersionError,
+)
+
 if TYPE_CHECKING:
-    import torch
     import trimesh
 
 log = logging.getLogger(__name__)
@@ -96,33 +103,6 @@ class FrameStatus(IntEnum):
     SKIPPED = 3
 
 
-# ----------------------------------------------------------------------------------------------------------- errors
-class RunStoreError(ValueError):
-    """A run store could not be created, opened, read or written; the message names the store and the reason."""
-
-
-class NotARunStoreError(RunStoreError, FileNotFoundError):
-    """The path is missing, not a Zarr v3 group, or a Zarr group that avatarize did not create."""
-
-
-class SchemaVersionError(RunStoreError):
-    """The store was written with another (newer or unsupported) layout version than this code reads."""
-
-
-class RunStoreExistsError(RunStoreError, FileExistsError):
-    """``create_run`` found something at the path and ``overwrite`` was not set."""
-
-
-class ReadOnlyStoreError(RunStoreError):
-    """A write was attempted on a store opened with ``mode="r"``."""
-
-
-class FrameNotWrittenError(RunStoreError, LookupError):
-    """Data asked for (a frame's mesh, the avatar) has not been written yet."""
-
-
-class RunStoreBusyError(RunStoreError, TimeoutError):
-    """Another run (process or thread) holds the store's run lock; the message names the holder."""
 
 
 # ------------------------------------------------------------------------------------------------------ data types
@@ -170,63 +150,6 @@ class RunAttrs(BaseModel):
         except (TypeError, ValueError) as e:
             raise ValueError(f"config must be JSON-serialisable (plain dicts, lists, str, finite numbers): {e}") from e
         return v
-
-
-@dataclass
-class FrameArrays:
-    """Per-frame inputs read from ``/frames`` (numpy).
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows below.
-        image: ``(n, S, S, 3) uint8`` RGB crops.
-        mask: ``(n, S, S) bool`` person masks in the crops.
-        crop: ``(n, 3) float32`` crop box (cx, cy, size) in source pixels; NaN where unwritten.
-        keypoints: ``(n, 33, 3) float32`` (x, y, confidence) in crop pixels; NaN where unwritten.
-        timestamp: ``(n,) float64`` presentation time in seconds; NaN where unwritten.
-    """
-
-    indices: np.ndarray
-    image: np.ndarray
-    mask: np.ndarray
-    crop: np.ndarray
-    keypoints: np.ndarray
-    timestamp: np.ndarray
-
-
-@dataclass
-class FitArrays:
-    """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows.
-        betas: ``(n, 10)`` shape coefficients.
-        global_orient: ``(n, 3)`` axis-angle root orientation.
-        body_pose: ``(n, 69)`` axis-angle body joint rotations.
-        transl: ``(n, 3)`` root translation in metres.
-        camera: ``(n, 3)`` camera parameters (e.g. weak-perspective scale, tx, ty).
-    """
-
-    indices: torch.Tensor
-    betas: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    transl: torch.Tensor
-    camera: torch.Tensor
-
-
-@dataclass
-class NormalMaps:
-    """Front/back normal maps read from ``/normals`` (numpy float16, camera space, in [-1, 1]; NaN where unwritten).
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows.
-        front: ``(n, S, S, 3) float16`` normals of the nearest surface.
-        back: ``(n, S, S, 3) float16`` normals of the farthest surface, in the front image frame.
-    """
-
-    indices: np.ndarray
-    front: np.ndarray
-    back: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -442,47 +365,39 @@ class RunStore:
         return FrameArrays(indices=idx, **{name: self._read_rows(f"frames/{name}", idx) for name in _FRAME_ARRAYS})
 
     def write_keypoints3d(self, indices: Any, keypoints3d: Any) -> None:
-        """Write MediaPipe's metric 3D landmarks ``(n, 33, 4)`` (x, y, z metres, hip-centred, x right, y down, z away
-        from the camera; visibility) of frames ``indices`` to ``/frames/keypoints3d``."""
-        self._writable()
-        idx = self._indices(indices)
-        x = _cast(_to_numpy(keypoints3d, "keypoints3d"), np.float32, "keypoints3d")
-        _check_shape(x, (idx.size, N_KEYPOINTS, 4), "keypoints3d")
-        self._write_rows("frames/keypoints3d", idx, x, "keypoints3d")
+        """Write MediaPipe's metric 3D landmarks ``(n, 33, 4)`` (x right, y down, z away from the camera, metres,
+        hip-centred; visibility) of frames ``indices`` to ``/frames/keypoints3d``."""
+        self._write_checked("frames/keypoints3d", indices, keypoints3d, (N_KEYPOINTS, 4))
 
     def read_keypoints3d(self, indices: Any = None) -> np.ndarray:
-        """``(n, 33, 4) float32`` 3D landmarks of ``indices`` (default: all); NaN where unwritten or when the store
-        predates them."""
-        idx = self._indices(indices)
-        if "keypoints3d" not in self.group["frames"]:
-            return np.full((idx.size, N_KEYPOINTS, 4), np.nan, np.float32)
-        return self._read_rows("frames/keypoints3d", idx)
+        """``(n, 33, 4) float32`` 3D landmarks of ``indices`` (default: all); NaN where unwritten or absent."""
+        return self._read_optional("frames/keypoints3d", self._indices(indices), (N_KEYPOINTS, 4))
 
     # ---- fits
     def write_fit_info(self, indices: Any, confidence: Any, focal_px: Any = None) -> None:
-        """Write the initial fit's per-frame confidence ``(n,)`` in [0, 1] (low = the fit is unsure, e.g. of the
-        facing) and the focal length ``(n,)`` in crop pixels of its perspective camera (None/NaN: weak perspective)
-        to ``/fits/confidence`` and ``/fits/focal``."""
-        self._writable()
-        idx = self._indices(indices)
-        focal = np.full(idx.size, np.nan, np.float32) if focal_px is None else focal_px
-        checked = {}
-        for name, v in (("confidence", confidence), ("focal", focal)):
-            x = _cast(_to_numpy(v, name), np.float32, name)
-            _check_shape(x, (idx.size,), name)
-            checked[name] = x
-        for name, x in checked.items():
-            self._write_rows(f"fits/{name}", idx, x, name)
+        """Write the initial fit's per-frame confidence ``(n,)`` in [0, 1] (low: the fit is unsure, e.g. of the
+        facing) and its perspective focal length ``(n,)`` in crop pixels (None/NaN: weak perspective)."""
+        n = self._indices(indices).size
+        self._write_checked("fits/confidence", indices, confidence, ())
+        self._write_checked("fits/focal", indices, np.full(n, np.nan) if focal_px is None else focal_px, ())
 
     def read_fit_info(self, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(confidence (n,), focal (n,))`` float32 of ``indices`` (default: all); NaN where unwritten or when the
-        store predates them."""
+        """``(confidence (n,), focal (n,))`` float32 of ``indices`` (default: all); NaN where unwritten or absent."""
         idx = self._indices(indices)
-        out = []
-        for name in ("confidence", "focal"):
-            present = name in self.group["fits"]
-            out.append(self._read_rows(f"fits/{name}", idx) if present else np.full(idx.size, np.nan, np.float32))
-        return out[0], out[1]
+        return self._read_optional("fits/confidence", idx, ()), self._read_optional("fits/focal", idx, ())
+
+    def _write_checked(self, key: str, indices: Any, values: Any, tail: tuple[int, ...]) -> None:
+        self._writable()
+        idx, name = self._indices(indices), key.split("/")[-1]
+        x = _cast(_to_numpy(values, name), np.float32, name)
+        _check_shape(x, (idx.size, *tail), name)
+        self._write_rows(key, idx, x, name)
+
+    def _read_optional(self, key: str, idx: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
+        group, name = key.split("/")  # an array added to schema 1 later: NaN in stores that predate it
+        if name not in self.group[group]:
+            return np.full((idx.size, *tail), np.nan, np.float32)
+        return self._read_rows(key, idx)
 
     def _stage(self, stage: str) -> str:
         if stage not in FIT_STAGES:
@@ -519,10 +434,13 @@ class RunStore:
         """Read body-fit parameters of ``stage`` for ``indices`` (default: all) as float32 CPU tensors."""
         import torch
 
+        from body.params import BodyParams
+
         stage = self._stage(stage)
         idx = self._indices(indices)
         fields = {name: torch.from_numpy(self._read_rows(f"fits/{stage}/{name}", idx)) for name in FIT_FIELDS}
-        return FitArrays(indices=torch.from_numpy(idx), **fields)
+        camera = fields.pop("camera")
+        return FitArrays(indices=torch.from_numpy(idx), body=BodyParams(**fields), camera=camera)
 
     def write_loss(self, indices: Any, losses: Any) -> None:
         """Write per-iteration refinement losses ``(n, k)`` with ``k <= refine_iters``; missing iterations
@@ -715,6 +633,26 @@ class RunStore:
             return {}
         return {name: np.asarray(arr[...]) for name, arr in sorted(avatar["curves"].arrays())}
 
+    # ---- pipeline bookkeeping (root attributes)
+    @property
+    def config_digest(self) -> str | None:
+        """Digest of the pipeline config the store was made with (None before :meth:`start_pipeline`)."""
+        return self._group.attrs.get("config_digest")
+
+    def start_pipeline(self, config_digest: str) -> None:
+        """Record the config digest of a new pipeline run and that no whole-video stage is done yet."""
+        self._writable()
+        self._group.attrs.update({"config_digest": config_digest, "pipeline_stages": []})
+
+    def stages_done(self) -> set[str]:
+        """The whole-video pipeline stages recorded as finished."""
+        return set(self._group.attrs.get("pipeline_stages", []))
+
+    def mark_stage_done(self, stage: str) -> None:
+        """Record the whole-video pipeline stage ``stage`` as finished."""
+        self._writable()
+        self._group.attrs.update({"pipeline_stages": sorted(self.stages_done() | {stage})})
+
     # ---- end of run
     def finalize(self) -> None:
         """Consolidate all metadata into the root ``zarr.json`` (one read opens the whole store, e.g. in xarray).
@@ -859,77 +797,3 @@ def open_run(path: str | Path, mode: Literal["r", "r+"] = "r") -> RunStore:
         return RunStore(path, group, mode)
     except (ValueError, TypeError) as e:
         raise NotARunStoreError(f"{path}: root attributes do not describe a run ({e})") from e
-
-
-# ---------------------------------------------------------------------------------------------------- the run lock
-LOCK_POLL_S = 0.2
-"""Seconds between attempts while waiting for a store's run lock."""
-
-
-def run_lock_path(path: str | Path) -> Path:
-    """The lock file of the store at ``path``: ``<store>.lock`` beside it (outside, so a rebuild keeps it)."""
-    p = Path(path)
-    return p.with_name(p.name + ".lock")
-
-
-def _lock_holder(fd: int) -> str:
-    """What the lock file says about its (last) holder, for messages."""
-    try:
-        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "unknown holder"
-
-
-@contextlib.contextmanager
-def lock_run(
-    path: str | Path,
-    timeout_s: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[Path]:
-    """Hold the run lock of the store at ``path`` while the block runs: one run writes a store at a time.
-
-    The lock is an ``fcntl.flock`` on ``<store>.lock``. The kernel drops it when the holding process exits or is
-    killed, so a crashed run never leaves a stale lock: the file stays (naming its last holder) but the next run
-    takes it at once. Locks are per open file, so two threads of one process exclude each other too. (flock is not
-    reliable on some network file systems; keep stores on a local disk.)
-
-    Args:
-        path: the store directory (need not exist yet).
-        timeout_s: give up after this many seconds with :class:`RunStoreBusyError`; ``0`` tries once, ``None`` waits
-            as long as it takes.
-        on_wait: called once with the holder's description when the lock is busy and the call starts waiting.
-
-    Yields:
-        The lock file path.
-    """
-    lock = run_lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        start = time.monotonic()
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if timeout_s is not None and time.monotonic() - start >= timeout_s:
-                    raise RunStoreBusyError(
-                        f"{path}: another run is writing this store ({holder}); wait for it to finish or run again "
-                        "later"
-                    ) from None
-                if not waited and on_wait is not None:
-                    on_wait(holder)
-                waited = True
-                time.sleep(LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)  # fmt: skip
-        try:
-            yield lock
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

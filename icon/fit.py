@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmark_mask, mediapipe_landmarks_3d
+from body.params import BodyParams
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import edge_topology, render_silhouette_soft
 
@@ -96,13 +97,11 @@ class FitConfig(BaseModel):
 
 @dataclass
 class BodyFit:
-    """Per-frame body parameters of a clip; β is shared by all frames.
+    """Per-frame body parameters of a clip (β shared by all frames) and their cameras.
 
     Attributes:
-        betas: (T, 10) shape coefficients (identical rows).
-        global_orient: (T, 3) axis-angle.
-        body_pose: (T, 69) axis-angle.
-        transl: (T, 3) metres.
+        body: T frames of body parameters (torch): betas (T, 10) identical rows, global_orient (T, 3),
+            body_pose (T, 69) axis-angle, transl (T, 3) metres. Also readable as ``fit.betas`` etc.
         camera: (T, 3) weak-perspective camera (scale px/m, cx px, cy px) for crops of `image_size`.
         image_size: side S of the square crops the camera refers to.
         losses: (T,) final total loss per frame.
@@ -115,10 +114,7 @@ class BodyFit:
             the root) that the refinement and the implicit surface use.
     """
 
-    betas: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    transl: torch.Tensor
+    body: BodyParams
     camera: torch.Tensor
     image_size: int
     losses: torch.Tensor
@@ -127,16 +123,54 @@ class BodyFit:
     confidence: torch.Tensor | None = None
     focal_px: torch.Tensor | None = None
 
+    @classmethod
+    def from_params(
+        cls,
+        body: BodyParams,
+        camera: torch.Tensor,
+        image_size: int,
+        losses: torch.Tensor | None = None,
+        keypoint_error_px: torch.Tensor | None = None,
+        history: list[float] | None = None,
+    ) -> BodyFit:
+        """A fit from known parameters (stored, synthetic or ground truth); zero losses and keypoint errors unless
+        given. ``camera`` (T, 3) as in the attributes."""
+        body = BodyParams.of(body).torch()
+        zeros = torch.zeros(len(body), device=body.device)
+        camera = torch.as_tensor(camera, device=body.device)
+        if camera.shape != (len(body), 3):
+            raise ValueError(f"camera must have shape ({len(body)}, 3) like the body, got {tuple(camera.shape)}")
+        return cls(body, camera, int(image_size), zeros if losses is None else losses,
+                   zeros.clone() if keypoint_error_px is None else keypoint_error_px, list(history or []))  # fmt: skip
+
+    @property
+    def betas(self) -> torch.Tensor:
+        """(T, 10) shape coefficients (identical rows)."""
+        return self.body.betas
+
+    @property
+    def global_orient(self) -> torch.Tensor:
+        """(T, 3) axis-angle root rotation."""
+        return self.body.global_orient
+
+    @property
+    def body_pose(self) -> torch.Tensor:
+        """(T, 69) axis-angle rotations of joints 1..23."""
+        return self.body.body_pose
+
+    @property
+    def transl(self) -> torch.Tensor:
+        """(T, 3) root translation in metres."""
+        return self.body.transl
+
     def cameras(self, image_size: int | None = None) -> OrthographicCamera:
         """The per-frame cameras, optionally rescaled to another crop size."""
         return camera_from_params(self.camera, self.image_size, image_size or self.image_size)
 
     def detach(self) -> BodyFit:
-        kw = {k: getattr(self, k) for k in ("betas", "global_orient", "body_pose", "transl", "camera", "losses",
-                                            "keypoint_error_px")}
         opt = {k: None if getattr(self, k) is None else getattr(self, k).detach() for k in ("confidence", "focal_px")}
-        return BodyFit(**{k: v.detach() for k, v in kw.items()}, image_size=self.image_size, history=list(self.history),
-                       **opt)  # fmt: skip
+        return BodyFit(self.body.detach(), self.camera.detach(), self.image_size, self.losses.detach(),
+                       self.keypoint_error_px.detach(), list(self.history), **opt)  # fmt: skip
 
 
 def camera_from_params(camera: torch.Tensor, size: int, out_size: int | None = None) -> OrthographicCamera:
@@ -674,10 +708,8 @@ def finish_fit(
         kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         camera = torch.stack([p.log_scale.exp(), data.cx, data.cx], dim=-1)
     return BodyFit(
-        betas=p.betas.detach().expand(T, -1).clone(),
-        global_orient=p.orient.detach().clone(),
-        body_pose=p.pose.detach().clone(),
-        transl=p.transl.detach().clone(),
+        body=BodyParams(p.betas.detach().expand(T, -1).clone(), p.orient.detach().clone(), p.pose.detach().clone(),
+                        p.transl.detach().clone()),
         camera=camera.detach(),
         image_size=data.image_size,
         losses=per.detach(),

@@ -11,12 +11,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmarks_3d
+from body.params import BodyParams
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
@@ -272,31 +274,53 @@ def _render_body_normals(model, betas, orient, pose, transl, camera: Camera):
 
 
 @dataclass
-class _Variables:
-    """The refined variables (leaf tensors) and the cameras and translations they define, in crop pixels of S.
+class _RefineParams:
+    """The tensors :func:`refine_body` optimises, in crop pixels of size S: shared β (1, 10), per-frame orient (T, 3),
+    pose (T, 69), x/y translation (T, 2) and log camera scale (T,); fixed z translation (T, 1) (unobservable with a
+    weak-perspective camera) and camera centre (T, 2)."""
 
-    A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
-    focal / scale, so the weak-perspective scale still holds at the root and the variables are the same.
-    """
-
-    betas: torch.Tensor  # (1, B)
-    orient: torch.Tensor  # (T, 3)
-    pose: torch.Tensor  # (T, 69)
-    transl_xy: torch.Tensor  # (T, 2)
-    transl_z: torch.Tensor  # (T, 1), unobservable with a weak-perspective camera: kept
-    log_scale: torch.Tensor  # (T,)
-    cxy: torch.Tensor  # (T, 2)
-    focal: torch.Tensor | None  # (T,) or None
+    betas: torch.Tensor
+    orient: torch.Tensor
+    pose: torch.Tensor
+    transl_xy: torch.Tensor
+    transl_z: torch.Tensor
+    log_scale: torch.Tensor
+    cxy: torch.Tensor
+    camera0: torch.Tensor
     size: int
+    image_size: int
+    focal: torch.Tensor | None = None
+    source: BodyFit | None = None
+
+    @classmethod
+    def from_fit(cls, fit: BodyFit, cfg: RefineConfig, size: int, device: torch.device, dtype: torch.dtype) -> Self:
+        cam0 = fit.camera.to(device, dtype)
+        return cls(
+            betas=fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas),
+            orient=fit.global_orient.to(device, dtype).clone().requires_grad_(True),
+            pose=fit.body_pose.to(device, dtype).clone().requires_grad_(True),
+            transl_xy=fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True),
+            transl_z=fit.transl[:, 2:].to(device, dtype),
+            log_scale=(cam0[:, 0] * size / fit.image_size).log().clone().requires_grad_(cfg.optimise_camera),
+            cxy=cam0[:, 1:] * size / fit.image_size,
+            camera0=cam0,
+            size=size,
+            image_size=fit.image_size,
+            focal=None if fit.focal_px is None else fit.focal_px.to(device, dtype) * size / fit.image_size,
+            source=fit,
+        )
+
+    def trainable(self, cfg: RefineConfig) -> list[torch.Tensor]:
+        params = [self.orient, self.pose, self.transl_xy] + ([self.betas] if cfg.optimise_betas else [])
+        return params + ([self.log_scale] if cfg.optimise_camera else [])
 
     def camera(self) -> Camera:
+        """A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
+        focal / scale (`render_transl`), so the weak-perspective scale still holds at the root."""
         s, c = self.size, self.cxy
         if self.focal is not None:
             return PerspectiveCamera(focal=self.focal, cx=c[:, 0], cy=c[:, 1], width=s, height=s)
         return OrthographicCamera(scale=self.log_scale.exp(), cx=c[:, 0], cy=c[:, 1], width=s, height=s)
-
-    def transl(self) -> torch.Tensor:
-        return torch.cat([self.transl_xy, self.transl_z], dim=-1)
 
     def render_transl(self) -> torch.Tensor:
         """The translation the camera sees (the perspective depth added)."""
@@ -304,9 +328,48 @@ class _Variables:
             return self.transl()
         return torch.cat([self.transl_xy, self.transl_z - (self.focal / self.log_scale.exp())[:, None]], dim=-1)
 
+    def transl(self) -> torch.Tensor:
+        return torch.cat([self.transl_xy, self.transl_z], dim=-1)
 
-def _inputs(fit: BodyFit, images, masks, keypoints, device, dtype):
-    """Checked images (T, S, S, 3), bool masks (T, S, S) and keypoints (T, 33, 3) or None on ``device``."""
+    def to_fit(self, cfg: RefineConfig, losses: torch.Tensor, kp_err: torch.Tensor, history: list[float]) -> BodyFit:
+        """The refined fit, detached, with the camera back in the input's image size."""
+        with torch.no_grad():
+            if cfg.optimise_camera:
+                scale = self.log_scale.exp() * self.image_size / self.size
+                camera_out = torch.cat([scale[:, None], self.camera0[:, 1:]], dim=-1)
+            else:
+                camera_out = self.camera0.clone()  # exactly the input (no log/exp round trip)
+        return BodyFit(
+            body=BodyParams(self.betas.detach().expand(self.orient.shape[0], -1).clone(), self.orient.detach().clone(),
+                            self.pose.detach().clone(), self.transl().detach().clone()),
+            camera=camera_out.detach(),
+            image_size=self.image_size,
+            losses=losses,
+            keypoint_error_px=kp_err,
+            history=history,
+            confidence=None if self.source is None else self.source.confidence,
+            focal_px=None if self.source is None else self.source.focal_px,
+        )
+
+
+def _plateau_scheduler(opt: torch.optim.Optimizer, cfg: RefineConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Decay the lr by ``cfg.lr_decay_factor`` when the mean loss stops improving (relative threshold)."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience,
+        threshold=cfg.min_relative_improvement, threshold_mode="rel", min_lr=min(cfg.min_lr, cfg.lr),
+    )  # fmt: skip
+
+
+def _checked_inputs(
+    fit: BodyFit,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    keypoints: torch.Tensor | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The inputs of :func:`refine_body` as tensors on ``device`` (masks bool, keypoints ``dtype``), after checking
+    their shapes against ``fit``."""
     images = torch.as_tensor(images)
     masks = torch.as_tensor(masks)
     keypoints = torch.as_tensor(keypoints) if keypoints is not None else None
@@ -315,54 +378,16 @@ def _inputs(fit: BodyFit, images, masks, keypoints, device, dtype):
     return images.to(device), masks.to(device=device, dtype=torch.bool), kp
 
 
-def _init_variables(fit: BodyFit, cfg: RefineConfig, size: int, device, dtype) -> _Variables:
-    cam0 = fit.camera.to(device, dtype)
-    k = size / fit.image_size  # camera in crop pixels of S
-    return _Variables(
-        betas=fit.betas[:1].to(device, dtype).clone().requires_grad_(cfg.optimise_betas),
-        orient=fit.global_orient.to(device, dtype).clone().requires_grad_(True),
-        pose=fit.body_pose.to(device, dtype).clone().requires_grad_(True),
-        transl_xy=fit.transl[:, :2].to(device, dtype).clone().requires_grad_(True),
-        transl_z=fit.transl[:, 2:].to(device, dtype),
-        log_scale=(cam0[:, 0] * k).log().clone().requires_grad_(cfg.optimise_camera),
-        cxy=cam0[:, 1:] * k,
-        focal=None if fit.focal_px is None else fit.focal_px.to(device, dtype) * k,
-        size=size,
-    )
-
-
-def _final_fit(model, fit: BodyFit, v: _Variables, targets, cfg: RefineConfig, kp, topology, S: int, history):
-    """The refined `BodyFit`: final per-frame loss, keypoint error in px of `fit.image_size`, camera back in them."""
-    device, dtype, T = v.orient.device, v.orient.dtype, v.orient.shape[0]
-    cam0 = fit.camera.to(device, dtype)
-    with torch.no_grad():
-        cam = v.camera()
-        final = refinement_loss(model, v.betas, v.orient, v.pose, v.render_transl(), cam, targets, cfg, kp,
-                                topology).total  # fmt: skip
-        kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
-        if kp is not None:
-            out = model(betas=v.betas, global_orient=v.orient, body_pose=v.pose, transl=v.render_transl())
-            lm, lm_ok = mediapipe_landmarks_3d(model, out)
-            valid = ((kp[..., 2] >= cfg.min_confidence) & lm_ok[None]).to(dtype)
-            err = (cam.project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
-            kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1) * fit.image_size / S
-        if cfg.optimise_camera:
-            camera_out = torch.cat([(v.log_scale.exp() * fit.image_size / S)[:, None], cam0[:, 1:]], dim=-1)
-        else:
-            camera_out = cam0.clone()  # exactly the input (no log/exp round trip)
-    return BodyFit(
-        betas=v.betas.detach().expand(T, -1).clone(),
-        global_orient=v.orient.detach().clone(),
-        body_pose=v.pose.detach().clone(),
-        transl=v.transl().detach().clone(),
-        camera=camera_out.detach(),
-        image_size=fit.image_size,
-        losses=final.detach(),
-        keypoint_error_px=kp_err,
-        history=history,
-        confidence=fit.confidence,
-        focal_px=fit.focal_px,
-    )
+def _keypoint_error_px(
+    model: torch.nn.Module, p: _RefineParams, kp: torch.Tensor, min_confidence: float
+) -> torch.Tensor:
+    """(T,) mean distance (crop pixels of size S) between the projected model landmarks and the confident detected
+    keypoints ``kp`` (T, 33, 3)."""
+    out = model(betas=p.betas, global_orient=p.orient, body_pose=p.pose, transl=p.render_transl())
+    lm, lm_ok = mediapipe_landmarks_3d(model, out)
+    valid = ((kp[..., 2] >= min_confidence) & lm_ok[None]).to(kp.dtype)
+    err = (p.camera().project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
+    return (err * valid).sum(-1) / valid.sum(-1).clamp(min=1)
 
 
 def refine_body(
@@ -399,20 +424,15 @@ def refine_body(
     """
     cfg = config or RefineConfig()
     device, dtype = model.device, torch.float32
-    images, masks, kp = _inputs(fit, images, masks, keypoints, device, dtype)
+    images, masks, kp = _checked_inputs(fit, images, masks, keypoints, device, dtype)
     T, S = images.shape[0], images.shape[1]
     res = min(cfg.render_resolution, S)
     topology = edge_topology(model.faces.to(device))
 
-    v = _init_variables(fit, cfg, S, device, dtype)
-    betas, orient, pose, camera, render_transl = v.betas, v.orient, v.pose, v.camera, v.render_transl
-    params = [orient, pose, v.transl_xy] + ([betas] if cfg.optimise_betas else [])
-    params += [v.log_scale] if cfg.optimise_camera else []
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience,
-        threshold=cfg.min_relative_improvement, threshold_mode="rel", min_lr=min(cfg.min_lr, cfg.lr),
-    )
+    state = _RefineParams.from_fit(fit, cfg, S, device, dtype)
+    betas, orient, pose, camera, transl = state.betas, state.orient, state.pose, state.camera, state.render_transl
+    opt = torch.optim.Adam(state.trainable(cfg), lr=cfg.lr)
+    sched = _plateau_scheduler(opt, cfg)
 
     predictions = 0
     front = back = targets = None
@@ -420,7 +440,7 @@ def refine_body(
     def predict() -> None:
         nonlocal front, back, targets, predictions
         with torch.no_grad():
-            body_front, body_back = _render_body_normals(model, betas, orient, pose, render_transl(), camera())
+            body_front, body_back = _render_body_normals(model, betas, orient, pose, transl(), camera())
             f, b = predict_normals(images, masks, body_front, body_back)
             _check_prediction(f, b, (T, S, S))
             front, back = f.to(device, dtype), b.to(device, dtype)
@@ -439,7 +459,7 @@ def refine_body(
             best, stale = math.inf, 0
             sched.best, sched.num_bad_epochs = math.inf, 0
         opt.zero_grad()
-        terms = refinement_loss(model, betas, orient, pose, render_transl(), camera(), targets, cfg, kp, topology)
+        terms = refinement_loss(model, betas, orient, pose, transl(), camera(), targets, cfg, kp, topology)
         loss = terms.total.sum()
         loss.backward()
         opt.step()
@@ -460,5 +480,11 @@ def refine_body(
     if targets is None or (cfg.predict_final and predicted_at < steps):
         predict()
 
-    refined = _final_fit(model, fit, v, targets, cfg, kp, topology, S, history)
+    with torch.no_grad():
+        cam = camera()
+        final = refinement_loss(model, betas, orient, pose, transl(), cam, targets, cfg, kp, topology).total
+        kp_err = torch.full((T,), math.nan, device=device, dtype=dtype)
+        if kp is not None:
+            kp_err = _keypoint_error_px(model, state, kp, cfg.min_confidence) * fit.image_size / S
+    refined = state.to_fit(cfg, final.detach(), kp_err, history)
     return RefineResult(refined, losses, front, back, steps, predictions)

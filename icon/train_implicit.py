@@ -2,9 +2,9 @@
 normals, BCE + Adam, resumable checkpoints and held-out evaluation (occupancy and full reconstructions).
 
 Samples are any objects with the ``icon.synth.SynthSample`` fields used here (``points``, ``occupancy``, the four
-normal maps, ``fit_betas``/``fit_global_orient``/``fit_body_pose``/``fit_transl``, ``camera``, and for
-reconstruction metrics ``vertices``/``faces``). Features are computed from the *perturbed* body fit, as at test time.
-Files are touched only through the explicit ``out_path`` / ``checkpoint_dir`` arguments.
+normal maps, ``fit_body``, ``camera``, and for reconstruction metrics ``vertices``/``faces``). Features are computed
+from the *perturbed* body fit, as at test time. Files are touched only through the explicit ``out_path`` /
+``checkpoint_dir`` arguments.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import OrthographicCamera
 from icon.implicit import (
     BodyPointFeatures,
@@ -173,7 +174,7 @@ def load_refined_fits(folder: str | Path) -> dict[int, dict[str, np.ndarray]]:
 def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.ndarray]]) -> list[Any]:
     """Copies of the samples whose fit is the refined one, carrying the normals predicted for it.
 
-    Each returned sample has ``fit_betas/fit_global_orient/fit_body_pose/fit_transl`` from ``refined[seed]`` and two
+    Each returned sample has ``fit_body`` from ``refined[seed]`` and two
     extra attributes ``predicted_normal_front/back`` ((S, S, 3) float16), so ``build_feature_cache`` computes body
     features from the fit the test-time pipeline would have and ``sample_degraded_normals`` can show the net real
     predictions. Samples without a refined entry are dropped.
@@ -184,8 +185,7 @@ def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.nd
         if r is None:
             continue
         c = copy.copy(s)
-        c.fit_betas, c.fit_global_orient = r["betas"], r["global_orient"]
-        c.fit_body_pose, c.fit_transl = r["body_pose"], r["transl"]
+        c.fit_body = BodyParams(*(np.asarray(r[name], np.float32)[None] for name in BODY_PARAM_NAMES))
         c.predicted_normal_front = r["normal_front"]
         c.predicted_normal_back = r["normal_back"]
         out.append(c)
@@ -193,11 +193,8 @@ def with_refined_fits(samples: Sequence[Any], refined: dict[int, dict[str, np.nd
 
 
 def _fit_vertices(model, sample) -> torch.Tensor:
-    def t(name: str) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(getattr(sample, name))[None], dtype=model.dtype, device=model.device)
-
     with torch.no_grad():
-        out = model(t("fit_betas"), t("fit_global_orient"), t("fit_body_pose"), t("fit_transl"))
+        out = model(**sample.fit_body.to(model.device, model.dtype).as_dict())
     return out.vertices[0].float()
 
 
@@ -521,6 +518,66 @@ class ImplicitTrainResult:
     cache_seconds: float = 0.0
 
 
+def _net_and_optimizer(
+    ckpt: Path | None,
+    state: dict[str, Any] | None,
+    net_config: ImplicitConfig | None,
+    lr: float,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> tuple[ImplicitNet, torch.optim.Adam]:
+    """The net and its Adam optimiser in training mode: restored from the checkpoint in ``ckpt`` when ``state`` (its
+    state.json) is given, else a new net of ``net_config``."""
+    if state is not None:
+        net = load_implicit_net(ckpt / _WEIGHTS_FILE, device=device).train()
+        say(f"resuming from {ckpt} at step {state['step']}")
+    else:
+        net = ImplicitNet(net_config).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    if state is not None:
+        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
+    return net, optimizer
+
+
+def _batch_loss(
+    net: torch.nn.Module, cache: FeatureCache, config: ImplicitTrainConfig, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Occupancy BCE of one random batch: ``config.batch_samples`` persons of ``cache``, ``points_per_sample`` cached
+    points each, clothed normals degraded as at test time (draws from ``gen``)."""
+    n_points = cache.sdf.shape[1]
+    per = min(config.points_per_sample, n_points)
+    idx = torch.randint(len(cache), (min(config.batch_samples, len(cache)),), generator=gen).to(device)
+    pidx = torch.rand(len(idx), n_points, generator=gen).argsort(dim=1)[:, :per].to(device)
+    body = cache.body_features(idx, pidx)
+    clothed = sample_degraded_normals(cache, idx, body.pixels, body.visibility, config, gen)
+    logits = net(assemble_features(body, clothed, net.config))
+    target = torch.gather(cache.occupancy[idx], 1, pidx)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def _heldout_reconstructions(
+    net: torch.nn.Module,
+    heldout_samples: Any,
+    model: Any,
+    config: ImplicitTrainConfig,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> ReconstructionEval | None:
+    """Chamfer/P2S of the first ``config.reconstructions`` held-out persons (None when off or without meshes)."""
+    if heldout_samples is None or config.reconstructions <= 0:
+        return None
+    chosen = [heldout_samples[i] for i in range(min(config.reconstructions, len(heldout_samples)))]
+    if not all(len(s.faces) for s in chosen):
+        say("held-out samples have no meshes: reconstruction metrics skipped")
+        return None
+    recon = evaluate_reconstructions(net, chosen, model, config.eval_resolution, device)
+    say(f"held-out reconstructions ({len(chosen)} persons, {config.eval_resolution}^3): Chamfer "
+        f"{recon.mean_chamfer:.3f} cm vs naked body {recon.mean_body_chamfer:.3f} cm "
+        f"({100 * recon.chamfer_reduction:.1f} % lower), P2S {np.mean(recon.p2s):.3f} vs "
+        f"{np.mean(recon.body_p2s):.3f} cm")  # fmt: skip
+    return recon
+
+
 def train_implicit(
     train_samples: Sequence[Any],
     heldout_samples: Sequence[Any] | None,
@@ -556,14 +613,7 @@ def train_implicit(
     t_start = time.perf_counter()
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state = read_checkpoint_state(ckpt) if ckpt is not None else None
-    if state is not None:
-        net = load_implicit_net(ckpt / _WEIGHTS_FILE, device=device).train()
-        say(f"resuming from {ckpt} at step {state['step']}")
-    else:
-        net = ImplicitNet(net_config).to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    if state is not None:
-        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
+    net, optimizer = _net_and_optimizer(ckpt, state, net_config, config.lr, device, say)
     step = int(state["step"]) if state else 0
     losses = [tuple(x) for x in state["losses"]] if state else []
     occupancy = [OccupancyEval(**e) for e in state["occupancy"]] if state else []
@@ -577,8 +627,6 @@ def train_implicit(
     cache_seconds = time.perf_counter() - t0
     say(f"feature caches built in {cache_seconds:.1f} s")
 
-    n_points = cache.sdf.shape[1]
-    per = min(config.points_per_sample, n_points)
     gen = torch.Generator()
 
     def make_state() -> dict[str, Any]:
@@ -603,13 +651,7 @@ def train_implicit(
         lr = learning_rate(step, config.steps, config.lr, config.warmup, config.lr_final_fraction)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        idx = torch.randint(len(cache), (min(config.batch_samples, len(cache)),), generator=gen).to(device)
-        pidx = torch.rand(len(idx), n_points, generator=gen).argsort(dim=1)[:, :per].to(device)
-        body = cache.body_features(idx, pidx)
-        clothed = sample_degraded_normals(cache, idx, body.pixels, body.visibility, config, gen)
-        logits = net(assemble_features(body, clothed, net.config))
-        target = torch.gather(cache.occupancy[idx], 1, pidx)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = _batch_loss(net, cache, config, gen, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -632,15 +674,5 @@ def train_implicit(
     if out_path is not None:
         save_implicit_net(out_path, net)
         say(f"weights written to {out_path}")
-    recon = None
-    if heldout_samples is not None and config.reconstructions > 0:
-        chosen = [heldout_samples[i] for i in range(min(config.reconstructions, len(heldout_samples)))]
-        if all(len(s.faces) for s in chosen):
-            recon = evaluate_reconstructions(net, chosen, model, config.eval_resolution, device)
-            say(f"held-out reconstructions ({len(chosen)} persons, {config.eval_resolution}^3): Chamfer "
-                f"{recon.mean_chamfer:.3f} cm vs naked body {recon.mean_body_chamfer:.3f} cm "
-                f"({100 * recon.chamfer_reduction:.1f} % lower), P2S {np.mean(recon.p2s):.3f} vs "
-                f"{np.mean(recon.body_p2s):.3f} cm")  # fmt: skip
-        else:
-            say("held-out samples have no meshes: reconstruction metrics skipped")
+    recon = _heldout_reconstructions(net, heldout_samples, model, config, device, say)
     return ImplicitTrainResult(net, step, losses, occupancy, recon, time.perf_counter() - t_start, cache_seconds)

@@ -273,6 +273,50 @@ def learning_rate(step: int, steps: int, lr: float, warmup: int, final_fraction:
     return lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
+def _resume_normal_training(
+    ckpt: Path, state: dict[str, Any], config: NormalNetConfig, lr: float, device: torch.device
+) -> tuple[NormalNet, torch.optim.Adam, int, list[tuple[int, float]], list[HeldoutEval], float]:
+    """Net, optimiser, step, loss curve, evaluations and seconds so far of the checkpoint in ``ckpt`` (its state.json
+    is ``state``).
+
+    Raises:
+        ValueError: the checkpoint was trained with another architecture than ``config``.
+    """
+    saved = NormalNetConfig.model_validate(state["config"])
+    if saved != config:
+        raise ValueError(
+            f"checkpoint in {ckpt} was trained with {saved!r}, not {config!r}: pass the same config, another "
+            "checkpoint directory, or resume=False to start over"
+        )
+    net = load_normal_net(ckpt / _WEIGHTS_FILE, device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)
+    step = int(state["step"])
+    losses = [tuple(x) for x in state.get("losses", [])]
+    evaluations = [HeldoutEval(**e) for e in state.get("evaluations", [])]
+    log.info("resuming normal-net training from %s at step %d", ckpt, step)
+    return net, optimizer, step, losses, evaluations, float(state.get("seconds", 0.0))  # type: ignore[return-value]
+
+
+def _train_step(
+    net: NormalNet,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    image_size: int,
+    device: torch.device,
+    augment: bool,
+    w_gradient: float,
+) -> float:
+    """One Adam step on a batch of samples (front + back normal loss); returns the loss."""
+    rgb, mask, bf, bb, gf, gb = _net_batch(batch, image_size, device, augment)
+    front, back = net(rgb, mask, bf, bb)
+    loss = normal_loss(front, gf, mask, w_gradient) + normal_loss(back, gb, mask, w_gradient)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def train_normal_net(
     train_dataset: Dataset,
     heldout_dataset: Dataset | None,
@@ -334,26 +378,11 @@ def train_normal_net(
     torch.manual_seed(seed)
     net = NormalNet(config).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    step = 0
-    losses: list[tuple[int, float]] = []
-    evaluations: list[HeldoutEval] = []
-    elapsed_before = 0.0
+    step, losses, evaluations, elapsed_before = 0, [], [], 0.0
     state = read_checkpoint_state(ckpt) if (ckpt is not None and resume) else None
     if state is not None:
-        saved = NormalNetConfig.model_validate(state["config"])
-        if saved != config:
-            raise ValueError(
-                f"checkpoint in {ckpt} was trained with {saved!r}, not {config!r}: pass the same config, another "
-                "checkpoint directory, or resume=False to start over"
-            )
-        net = load_normal_net(ckpt / _WEIGHTS_FILE, device).train()  # type: ignore[operator]
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        load_optimizer_state(ckpt / _OPTIMIZER_FILE, optimizer)  # type: ignore[operator]
-        step = int(state["step"])
-        losses = [tuple(x) for x in state.get("losses", [])]  # type: ignore[misc]
-        evaluations = [HeldoutEval(**e) for e in state.get("evaluations", [])]
-        elapsed_before = float(state.get("seconds", 0.0))
-        log.info("resuming normal-net training from %s at step %d", ckpt, step)
+        net, optimizer, step, losses, evaluations, elapsed_before = _resume_normal_training(ckpt, state, config, lr,
+                                                                                             device)  # fmt: skip
 
     def make_state() -> dict[str, Any]:
         return {
@@ -391,14 +420,8 @@ def train_normal_net(
         current_lr = learning_rate(step, steps, lr, warmup)
         for group in optimizer.param_groups:
             group["lr"] = current_lr
-        rgb, mask, bf, bb, gf, gb = _net_batch(next(batches), config.image_size, device, augment)
-        front, back = net(rgb, mask, bf, bb)
-        loss = normal_loss(front, gf, mask, w_gradient) + normal_loss(back, gb, mask, w_gradient)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        running += _train_step(net, optimizer, next(batches), config.image_size, device, augment, w_gradient)
         step += 1
-        running += float(loss.detach())
         running_n += 1
         ev = None
         if eval_every > 0 and step % eval_every == 0 and step < steps:

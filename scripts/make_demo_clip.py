@@ -10,20 +10,17 @@ Usage: python scripts/make_demo_clip.py [--frames 30] [--fps 10] [--width 512] [
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from flows.video import write_video  # noqa: E402
-from geometry.cameras import PerspectiveCamera  # noqa: E402
-from icon.synth.appearance import Lighting  # noqa: E402
-from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion  # noqa: E402
+from body import BodyModel
+from flows.video import write_video
+from geometry.cameras import PerspectiveCamera
+from icon.synth.appearance import Lighting
+from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion
 
 OUTFIT_SEED = 7
 DISTANCE_M = 4.0
@@ -42,7 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = BodyModel()
     person = make_person(model, args.seed)
-    motion = turn_and_wave_motion(args.frames, turns=1.0)
+    motion = turn_and_wave_motion(args.frames, turns=1.0, transl=(0.0, 0.05, -DISTANCE_M))
     focal = 0.75 * args.height * DISTANCE_M / 1.75  # a 1.75 m person fills ~75 % of the frame height
     camera = PerspectiveCamera(focal=torch.tensor([focal]), cx=torch.tensor([args.width / 2]),
                                cy=torch.tensor([args.height / 2]), width=args.width, height=args.height)
@@ -51,9 +48,8 @@ def main() -> None:
                      intensity=1.05)
     frames = []
     t0 = time.time()
-    for i, params in enumerate(motion):
-        params.transl = np.array([0.0, 0.05, -DISTANCE_M], np.float32)
-        frame = render_frame(model, person, params, camera, background, light, grid_resolution=args.grid)
+    for i in range(len(motion)):
+        frame = render_frame(model, person, motion[i], camera, background, light, grid_resolution=args.grid)
         frames.append(frame.rgb)
         print(f"\rframe {i + 1}/{len(motion)} ({time.time() - t0:.0f} s)", end="", flush=True)
     print()
@@ -63,9 +59,9 @@ def main() -> None:
     np.savez_compressed(
         truth,
         outfit_seed=np.int64(args.seed), betas=person.betas, fps=np.float64(args.fps),
-        global_orient=np.stack([p.global_orient for p in motion]), body_pose=np.stack([p.body_pose for p in motion]),
-        transl=np.stack([p.transl for p in motion]), focal=np.float64(focal), width=np.int64(args.width),
-        height=np.int64(args.height), grid=np.int64(args.grid), garments=np.array([g.family for g in person.garments]),
+        global_orient=motion.global_orient, body_pose=motion.body_pose, transl=motion.transl, focal=np.float64(focal),
+        width=np.int64(args.width), height=np.int64(args.height), grid=np.int64(args.grid),
+        garments=np.array([g.family for g in person.garments]),
     )  # fmt: skip
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {len(frames)} frames at {args.fps} fps) "
           f"and {truth}; outfit: {', '.join(g.family for g in person.garments)}")

@@ -10,14 +10,11 @@ Usage: python scripts/make_motion.py [--out assets/motions/wave.npz] [--fps 30]
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body.motion import Motion, resample_motion, save_motion  # noqa: E402
+from body.motion import Motion, resample_motion, save_motion
 
 KEY_FPS = 5.0
 # (body joint index j in 1..23, axis) -> the body_pose column 3 * (j - 1) + axis

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WARP_CACHE_PATH", str(REPO / ".cache" / "warp"))
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ RGB / mask / normal maps, perturbed body fits and occupancy samples (pure comput
 
 from icon.synth.config import HELDOUT_SEED_START, TRAIN_SEED_START, SynthConfig, split_seeds
 from icon.synth.garments import GARMENT_FAMILIES
-from icon.synth.poses import POSE_FAMILIES, BodyParams
+from icon.synth.poses import POSE_FAMILIES
 from icon.synth.sample import SynthSample, make_sample
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "HELDOUT_SEED_START",
     "POSE_FAMILIES",
     "TRAIN_SEED_START",
-    "BodyParams",
     "SynthConfig",
     "SynthSample",
     "make_sample",

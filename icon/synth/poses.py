@@ -7,12 +7,12 @@ slight crouch), jittered per joint and clamped to approximate joint limits. Ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-__all__ = ["POSE_FAMILIES", "BodyParams", "perturb_params", "sample_body_params", "sample_body_pose"]
+from body.params import BodyParams
+
+__all__ = ["POSE_FAMILIES", "perturb_params", "sample_body_params", "sample_body_pose"]
 
 POSE_FAMILIES: tuple[str, ...] = ("standing", "walking", "arms_out", "arms_bent", "arms_crossed", "crouch")
 
@@ -56,26 +56,6 @@ def _limits() -> np.ndarray:
 
 
 _LIMITS = _limits()
-
-
-@dataclass
-class BodyParams:
-    """SMPL-format body parameters of one person (numpy, float32, no batch axis).
-
-    Attributes:
-        betas: (10,) shape coefficients (unit variance).
-        global_orient: (3,) root rotation, axis-angle, radians.
-        body_pose: (69,) rotations of joints 1..23, axis-angle, radians.
-        transl: (3,) translation in metres.
-    """
-
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-
-    def copy(self) -> BodyParams:
-        return BodyParams(self.betas.copy(), self.global_orient.copy(), self.body_pose.copy(), self.transl.copy())
 
 
 def _rotvec(*rotations: Rotation) -> np.ndarray:
@@ -171,7 +151,7 @@ def sample_body_params(
         num_betas: Number of shape coefficients.
 
     Returns:
-        (parameters with zero translation, pose family name).
+        (one body's parameters (numpy float32, B = 1) with zero translation, pose family name).
     """
     family = POSE_FAMILIES[int(rng.integers(len(POSE_FAMILIES)))]
     betas = np.clip(rng.normal(0.0, 1.0, num_betas), -beta_clip, beta_clip).astype(np.float32)
@@ -179,7 +159,8 @@ def sample_body_params(
     yaw = rng.uniform(0.0, 2.0 * np.pi)
     tilt_x, tilt_z = rng.uniform(-max_tilt, max_tilt, 2)
     orient = _rotvec(Rotation.from_euler("x", tilt_x), Rotation.from_euler("z", tilt_z), Rotation.from_euler("y", yaw))
-    return BodyParams(betas, orient.astype(np.float32), body_pose, np.zeros(3, np.float32)), family
+    params = BodyParams(betas[None], orient.astype(np.float32)[None], body_pose[None], np.zeros((1, 3), np.float32))
+    return params, family
 
 
 def perturb_params(
@@ -193,7 +174,7 @@ def perturb_params(
     """Simulate a body-fit error: Gaussian noise on betas and joint rotations, a small root rotation and a shift.
 
     Args:
-        params: Exact parameters.
+        params: Exact parameters of one body (B = 1).
         rng: Seeded generator.
         betas_sigma: Std of the noise added to each beta.
         pose_sigma: Std (radians) of the noise added to each body-pose axis-angle component.
@@ -201,12 +182,14 @@ def perturb_params(
         transl_sigma: Std (metres) of the noise added to each translation component.
 
     Returns:
-        New BodyParams (float32).
+        New BodyParams (numpy float32, B = 1).
     """
-    out = params.copy()
-    out.betas = (params.betas + rng.normal(0.0, betas_sigma, params.betas.shape)).astype(np.float32)
-    out.body_pose = (params.body_pose + rng.normal(0.0, pose_sigma, params.body_pose.shape)).astype(np.float32)
+    if len(params) != 1:
+        raise ValueError(f"perturb_params perturbs one body (B = 1), got {len(params)}")
+    p = params.numpy()
+    betas = (p.betas[0] + rng.normal(0.0, betas_sigma, p.betas[0].shape)).astype(np.float32)
+    body_pose = (p.body_pose[0] + rng.normal(0.0, pose_sigma, p.body_pose[0].shape)).astype(np.float32)
     delta = Rotation.from_rotvec(rng.normal(0.0, orient_sigma, 3))
-    out.global_orient = (delta * Rotation.from_rotvec(params.global_orient)).as_rotvec().astype(np.float32)
-    out.transl = (params.transl + rng.normal(0.0, transl_sigma, 3)).astype(np.float32)
-    return out
+    orient = (delta * Rotation.from_rotvec(p.global_orient[0])).as_rotvec().astype(np.float32)
+    transl = (p.transl[0] + rng.normal(0.0, transl_sigma, 3)).astype(np.float32)
+    return BodyParams(betas[None], orient[None], body_pose[None], transl[None])

@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 from body.model import BodyModel
+from body.params import BODY_PARAM_NAMES, BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
-from geometry.render import render_mesh
+from geometry.render import RenderResult, render_mesh
 from geometry.surface import extract_surface
 from icon.fit import BodyFit
 from icon.synth.appearance import label_albedo, render_background, sample_lighting, sample_material, shade
 from icon.synth.config import SynthConfig
 from icon.synth.garments import ClothedField, RestLandmarks, sample_outfit
-from icon.synth.poses import BodyParams, perturb_params, sample_body_params
+from icon.synth.poses import perturb_params, sample_body_params
 
 __all__ = ["SynthSample", "body_vertices", "make_sample"]
 
@@ -42,8 +43,9 @@ class SynthSample:
         occupancy: (P,) float32, 1 inside the clothed mesh, 0 outside.
         vertices: (V, 3) float32 clothed mesh vertices (watertight, outward counter-clockwise faces).
         faces: (F, 3) int64 clothed mesh faces.
-        betas, global_orient, body_pose, transl: exact body parameters, float32 (10,), (3,), (69,), (3,).
-        fit_betas, fit_global_orient, fit_body_pose, fit_transl: perturbed ("fitted") body parameters.
+        body: exact body parameters (numpy float32, B = 1: betas (1, 10), global_orient (1, 3), body_pose (1, 69),
+            transl (1, 3)).
+        fit_body: perturbed ("fitted") body parameters, likewise.
         camera: (3,) float32 orthographic camera (scale px/m, cx px, cy px) for an S x S crop.
         garments: Garment family of each garment, e.g. ["loose_top", "trousers", "hair"].
         pose_family: The pose family the body pose was drawn around.
@@ -60,40 +62,26 @@ class SynthSample:
     occupancy: np.ndarray
     vertices: np.ndarray
     faces: np.ndarray
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-    fit_betas: np.ndarray
-    fit_global_orient: np.ndarray
-    fit_body_pose: np.ndarray
-    fit_transl: np.ndarray
+    body: BodyParams
+    fit_body: BodyParams
     camera: np.ndarray
     garments: list[str]
     pose_family: str
 
-    @property
-    def params(self) -> BodyParams:
-        """Exact body parameters."""
-        return BodyParams(self.betas, self.global_orient, self.body_pose, self.transl)
-
-    @property
-    def fit_params(self) -> BodyParams:
-        """Perturbed body parameters."""
-        return BodyParams(self.fit_betas, self.fit_global_orient, self.fit_body_pose, self.fit_transl)
+    @classmethod
+    def from_array_fields(cls, arrays: dict[str, np.ndarray], **others) -> SynthSample:
+        """Inverse of ``array_fields``: the flat arrays (body parameters without the batch axis) plus the
+        non-array fields (seed, garments, pose_family)."""
+        arrays = dict(arrays)
+        body = {name: arrays.pop(name)[None] for name in BODY_PARAM_NAMES}
+        fit = {name: arrays.pop("fit_" + name)[None] for name in BODY_PARAM_NAMES}
+        return cls(body=BodyParams(**body), fit_body=BodyParams(**fit), **arrays, **others)
 
     def fitted_body(self, device: torch.device | str | None = None) -> BodyFit:
         """The perturbed ("fitted") parameters and the camera as a one-frame ``icon.fit.BodyFit`` (the initial fit the
         SMPL feedback loop starts from); zero losses and keypoint error."""
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(a, np.float32)[None], device=device)
-
-        return BodyFit(
-            betas=t(self.fit_betas), global_orient=t(self.fit_global_orient), body_pose=t(self.fit_body_pose),
-            transl=t(self.fit_transl), camera=t(self.camera), image_size=int(self.rgb.shape[0]),
-            losses=torch.zeros(1, device=device), keypoint_error_px=torch.zeros(1, device=device),
-        )  # fmt: skip
+        camera = torch.as_tensor(np.asarray(self.camera, np.float32)[None], device=device)
+        return BodyFit.from_params(self.fit_body.to(device, torch.float32), camera, int(self.rgb.shape[0]))
 
     def orthographic_camera(self) -> OrthographicCamera:
         """The sample's camera as a batch-1 OrthographicCamera."""
@@ -102,21 +90,24 @@ class SynthSample:
         return OrthographicCamera(scale=c[0:1], cx=c[1:2], cy=c[2:3], width=s, height=s)
 
     def array_fields(self) -> dict[str, np.ndarray]:
-        """All numpy-array fields by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        """All numpy arrays by name; the body parameters flat without the batch axis (``betas`` (10,), ...,
+        ``fit_betas``, ...), as stored in shards."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+        out.update({k: v[0] for k, v in self.body.to_npz_dict().items()})
+        out.update({k: v[0] for k, v in self.fit_body.to_npz_dict(prefix="fit_").items()})
+        return out
 
 
 def body_vertices(model: BodyModel, params: BodyParams, rest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posed (or, with ``rest``, T-pose shaped, untranslated) vertices (V, 3) and joints (24, 3) of one body."""
-
-    def t(a):
-        return torch.as_tensor(np.asarray(a)[None], dtype=model.dtype, device=model.device)
-
+    """Posed (or, with ``rest``, T-pose shaped, untranslated) vertices (V, 3) and joints (24, 3) of one body (B = 1)."""
+    if len(params) != 1:
+        raise ValueError(f"body_vertices poses one body (B = 1), got {len(params)}")
+    p = params.to(model.device, model.dtype)
     with torch.no_grad():
         if rest:
-            out = model(betas=t(params.betas))
+            out = model(betas=p.betas)
         else:
-            out = model(t(params.betas), t(params.global_orient), t(params.body_pose), t(params.transl))
+            out = model(p.betas, p.global_orient, p.body_pose, p.transl)
     return out.vertices[0].float(), out.joints[0].float()
 
 
@@ -137,6 +128,55 @@ def _sample_points(
     surf = surf + rng.normal(size=(n_surf, 3)) * sigma[:, None]
     uniform = bounds[0] + rng.random((n - n_surf, 3)) * (bounds[1] - bounds[0])
     return np.concatenate([surf, uniform]).astype(np.float32)
+
+
+def _clothed_surface(cloth: ClothedField, config: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clothed surface (V, 3) float, (F, 3) int on an isotropic grid over the person's box, and the (2, 3) cube
+    sampled. Every component is kept: at coarse grids a thin limb can separate from the torso, and dropping it would
+    remove body from the ground truth."""
+    box = cloth.bounds()
+    side = float((box[1] - box[0]).max())
+    spacing = side / (config.grid_resolution - 1)
+    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
+    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
+    verts, tri_faces = extract_surface(
+        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
+        inside="below", batch_points=2**17, keep_largest=False,
+    )  # fmt: skip
+    return verts, tri_faces, cube
+
+
+def _render_clothed(
+    rng: np.random.Generator,
+    verts: np.ndarray,
+    tri_faces: np.ndarray,
+    transl: np.ndarray,
+    camera: OrthographicCamera,
+    bvh: MeshBVH,
+    cloth: ClothedField,
+    materials: list,
+    config: SynthConfig,
+) -> tuple[np.ndarray, RenderResult]:
+    """Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
+
+    Returns:
+        (S, S, 3) uint8 image and the mesh render (mask, normals) of the translated surface ``verts``.
+    """
+    v_t = torch.from_numpy(verts)[None]
+    f_t = torch.from_numpy(tri_faces)
+    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
+    mask = ren.mask[0]
+    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
+    field = cloth.evaluate(hits - torch.from_numpy(transl))
+    albedo = label_albedo(field.label, field.rest, materials)
+    light = sample_lighting(rng)
+    colour = shade(albedo, ren.normal_front[0][mask], light)
+    size = config.image_size
+    background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],
+                                                    size))  # fmt: skip
+    image = background.clone()
+    image[mask] = colour
+    return (image.numpy() * 255.0 + 0.5).astype(np.uint8), ren
 
 
 def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) -> SynthSample:
@@ -168,17 +208,7 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     materials = [sample_material(rng, "skin")] + [sample_material(rng, g.family) for g in garments]
     cloth = ClothedField(posed.cpu(), faces, rest.cpu(), marks, garments)
 
-    # Clothed surface on an isotropic grid over the person's box. Every component is kept: at coarse grids a thin
-    # limb can separate from the torso, and dropping it would remove body from the ground truth.
-    box = cloth.bounds()
-    side = float((box[1] - box[0]).max())
-    spacing = side / (config.grid_resolution - 1)
-    counts = np.ceil((box[1] - box[0]) / spacing).astype(int) + 1
-    cube = np.stack([box[0], box[0] + (counts.max() - 1) * spacing])  # extract_surface samples a cube
-    verts, tri_faces = extract_surface(
-        cloth, cube, resolution=int(counts.max()), coarse_resolution=config.coarse_resolution, level=0.0,
-        inside="below", batch_points=2**17, keep_largest=False,
-    )  # fmt: skip
+    verts, tri_faces, cube = _clothed_surface(cloth, config)
     if len(tri_faces) == 0:
         raise RuntimeError(f"seed {seed}: the clothed surface is empty")
 
@@ -188,29 +218,16 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
     scale = rng.uniform(*config.fill_range) * size / extent
     shift = rng.uniform(-config.max_shift, config.max_shift, 2) * size / scale
     transl = np.array([-(lo[0] + hi[0]) / 2 + shift[0], -(lo[1] + hi[1]) / 2 + shift[1], 0.0], np.float32)
-    params.transl = transl
+    params = params.replace(transl=transl[None])
     verts = (verts + transl).astype(np.float32)
     camera = OrthographicCamera(
         scale=torch.tensor([scale], dtype=torch.float32), cx=torch.tensor([size / 2.0]),
         cy=torch.tensor([size / 2.0]), width=size, height=size,
     )  # fmt: skip
 
-    # Clothed render: mask, normals, albedo from the garment label at each hit, shading, background.
-    v_t = torch.from_numpy(verts)[None]
-    f_t = torch.from_numpy(tri_faces)
-    bvh = MeshBVH(v_t, f_t, sign_method="normal")
-    ren = render_mesh(v_t, f_t, camera, bvh=bvh)
+    bvh = MeshBVH(torch.from_numpy(verts)[None], torch.from_numpy(tri_faces), sign_method="normal")
+    rgb, ren = _render_clothed(rng, verts, tri_faces, transl, camera, bvh, cloth, materials, config)
     mask = ren.mask[0]
-    hits = interpolate_face_attributes(v_t, f_t, ren.face_index, ren.barycentric)[0][mask]
-    field = cloth.evaluate(hits - torch.from_numpy(transl))
-    albedo = label_albedo(field.label, field.rest, materials)
-    light = sample_lighting(rng)
-    colour = shade(albedo, ren.normal_front[0][mask], light)
-    background = torch.from_numpy(render_background(rng, config.backgrounds[int(rng.integers(len(config.backgrounds)))],
-                                                    size))  # fmt: skip
-    image = background.clone()
-    image[mask] = colour
-    rgb = (image.numpy() * 255.0 + 0.5).astype(np.uint8)
 
     # Body normals of a perturbed fit (what a downstream net sees at test time).
     fit = perturb_params(
@@ -238,14 +255,8 @@ def make_sample(seed: int, model: BodyModel, config: SynthConfig | None = None) 
         occupancy=inside.astype(np.float32),
         vertices=verts,
         faces=tri_faces.astype(np.int64),
-        betas=params.betas,
-        global_orient=params.global_orient,
-        body_pose=params.body_pose,
-        transl=params.transl,
-        fit_betas=fit.betas,
-        fit_global_orient=fit.global_orient,
-        fit_body_pose=fit.body_pose,
-        fit_transl=fit.transl,
+        body=params,
+        fit_body=fit,
         camera=np.array([scale, size / 2.0, size / 2.0], np.float32),
         garments=[g.family for g in garments],
         pose_family=family,

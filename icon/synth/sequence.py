@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from body.model import BodyModel
+from body.params import BodyParams
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.queries import MeshBVH, interpolate_face_attributes
 from geometry.render import render_mesh
 from geometry.surface import extract_surface
 from icon.synth.appearance import Lighting, Material, label_albedo, render_background, sample_material, shade
 from icon.synth.garments import ClothedField, Garment, RestLandmarks, sample_outfit
-from icon.synth.poses import BodyParams
 
 __all__ = ["ClothedPerson", "SequenceFrame", "make_person", "render_frame", "turn_and_wave_motion"]
 
@@ -70,9 +70,15 @@ def make_person(model: BodyModel, seed: int, betas: np.ndarray | None = None) ->
     return ClothedPerson(betas=betas, garments=garments, materials=materials, marks=marks, rest_vertices=rest_v)
 
 
-def turn_and_wave_motion(n_frames: int, turns: float = 1.0) -> list[BodyParams]:
-    """A person turning about the vertical axis by ``turns`` full turns while raising and lowering the arms."""
-    out = []
+def turn_and_wave_motion(
+    n_frames: int, turns: float = 1.0, transl: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> BodyParams:
+    """A person turning about the vertical axis by ``turns`` full turns while raising and lowering the arms.
+
+    Returns:
+        n_frames rows of body parameters (numpy float32): zero betas, the pose, ``transl`` (metres) in every frame.
+    """
+    go, bp = [], []
     for i in range(n_frames):
         t = i / max(n_frames - 1, 1)
         pose = np.zeros((23, 3), np.float32)
@@ -83,9 +89,11 @@ def turn_and_wave_motion(n_frames: int, turns: float = 1.0) -> list[BodyParams]:
         pose[18, 1] = 0.5 * (0.5 - 0.5 * math.cos(2 * math.pi * t))
         pose[0, 0] = -0.15 * math.sin(2 * math.pi * 2 * t)  # a little leg swing
         pose[1, 0] = 0.15 * math.sin(2 * math.pi * 2 * t)
-        orient = np.array([0.0, 2 * math.pi * turns * t, 0.0], np.float32)
-        out.append(BodyParams(np.zeros(10, np.float32), orient, pose.reshape(69), np.zeros(3, np.float32)))
-    return out
+        go.append(np.array([0.0, 2 * math.pi * turns * t, 0.0], np.float32))
+        bp.append(pose.reshape(69))
+    n = n_frames
+    return BodyParams(np.zeros((n, 10), np.float32), np.stack(go).reshape(n, 3), np.stack(bp).reshape(n, 69),
+                      np.tile(np.asarray(transl, np.float32), (n, 1)))  # fmt: skip
 
 
 def render_frame(
@@ -102,15 +110,19 @@ def render_frame(
     Args:
         model: Body model.
         person: From ``make_person``.
-        params: Pose and translation (camera space, metres).
+        params: Pose and translation of one frame (B = 1; camera space, metres).
         camera: Camera with batch size 1.
         background: (H, W, 3) float in [0, 1].
         light: Lighting.
         grid_resolution: Marching-cubes resolution over the person's bounding cube.
     """
 
+    if len(params) != 1:
+        raise ValueError(f"render_frame poses one frame (B = 1), got {len(params)}")
+    params = params.numpy()
+
     def t(a):
-        return torch.as_tensor(np.asarray(a)[None], dtype=model.dtype, device=model.device)
+        return torch.as_tensor(np.asarray(a).reshape(1, -1), dtype=model.dtype, device=model.device)
 
     with torch.no_grad():
         posed = model(t(person.betas), t(params.global_orient), t(params.body_pose)).vertices[0].float().cpu()
@@ -121,7 +133,7 @@ def render_frame(
     cube = np.stack([box[0], box[0] + side])
     verts, tri = extract_surface(cloth, cube, resolution=grid_resolution, coarse_resolution=33, level=0.0,
                                  inside="below", batch_points=2**16)  # fmt: skip
-    transl = np.asarray(params.transl, np.float32)
+    transl = np.asarray(params.transl[0], np.float32)
     verts = (verts + transl).astype(np.float32)
     v_t, f_t = torch.from_numpy(verts)[None], torch.from_numpy(tri)
     ren = render_mesh(v_t, f_t, camera, bvh=MeshBVH(v_t, f_t, sign_method="none"))

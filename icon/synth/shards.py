@@ -130,11 +130,11 @@ class _ShardReader:
         else:
             kw["vertices"] = np.zeros((0, 3), np.float32)
             kw["faces"] = np.zeros((0, 3), np.int64)
-        return SynthSample(
+        return SynthSample.from_array_fields(
+            kw,
             seed=int(self.attrs["seeds"][i]),
             garments=list(self.attrs["garments"][i]),
             pose_family=str(self.attrs["pose_families"][i]),
-            **kw,
         )
 
 

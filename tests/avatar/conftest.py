@@ -13,8 +13,8 @@ os.environ.setdefault("WARP_CACHE_PATH", os.path.join(os.path.dirname(__file__),
 
 from avatar.config import AvatarConfig  # noqa: E402
 from avatar.model import Avatar  # noqa: E402
-from avatar.train import SequenceFits, train_avatar, vertex_visibility  # noqa: E402
-from body import BodyModel  # noqa: E402
+from avatar.train import train_avatar, vertex_visibility  # noqa: E402
+from body import BodyModel, BodyParams  # noqa: E402
 
 TINY = dict(samples_per_frame=3000, points_per_frame=384, body_points_per_frame=256, skin_steps=300,
             sdf_steps=250, resolution=96, coarse_resolution=25)  # fmt: skip
@@ -23,7 +23,7 @@ TINY = dict(samples_per_frame=3000, points_per_frame=384, body_points_per_frame=
 @dataclass
 class Sequence:
     frames: list[tuple[torch.Tensor, torch.Tensor]]
-    fits: SequenceFits
+    fits: BodyParams
     visibility: list[torch.Tensor]
     camera: object
 
@@ -46,23 +46,19 @@ def make_sequence(model: BodyModel, n_frames: int = 4, grid: int = 64, seed: int
     from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion
 
     person = make_person(model, seed)
-    motion = turn_and_wave_motion(n_frames, turns=0.75)
+    motion = turn_and_wave_motion(n_frames, turns=0.75, transl=(0.0, 0.05, -4.0))
     size = 96
     camera = PerspectiveCamera(focal=torch.tensor([0.75 * size * 4.0 / 1.75]), cx=torch.tensor([size / 2]),
                                cy=torch.tensor([size / 2]), width=size, height=size)  # fmt: skip
     background = make_background(seed, size, size)
     light = Lighting(direction=np.array([0.0, 0.0, 1.0]), ambient=0.3, intensity=1.0)
     frames, visibility = [], []
-    for params in motion:
-        params.transl = np.array([0.0, 0.05, -4.0], np.float32)
-        frame = render_frame(model, person, params, camera, background, light, grid_resolution=grid)
+    for i in range(len(motion)):
+        frame = render_frame(model, person, motion[i], camera, background, light, grid_resolution=grid)
         v, f = torch.from_numpy(frame.vertices), torch.from_numpy(frame.faces)
         frames.append((v, f))
         visibility.append(vertex_visibility(v, f, camera))
-    fits = SequenceFits(
-        betas=person.betas, global_orient=np.stack([p.global_orient for p in motion]),
-        body_pose=np.stack([p.body_pose for p in motion]), transl=np.stack([p.transl for p in motion]),
-    )  # fmt: skip
+    fits = motion.replace(betas=np.tile(person.betas, (len(motion), 1)))
     return Sequence(frames, fits, visibility, camera)
 
 

@@ -18,8 +18,8 @@ def _motion_poses(n_source: int = 30, step: int = 2) -> tuple[FramePoses, np.nda
     """The demo clip's motion (30 frames at 10 fps) sampled every ``step`` frames, and the frame times (s)."""
     motion = turn_and_wave_motion(n_source, turns=1.0)[::step]
     poses = FramePoses(
-        torch.as_tensor(np.stack([p.global_orient for p in motion])),
-        torch.as_tensor(np.stack([p.body_pose for p in motion])),
+        torch.as_tensor(motion.global_orient),
+        torch.as_tensor(motion.body_pose),
         torch.zeros(len(motion), 3),
     )
     return poses, np.arange(len(motion)) * step / 10.0
@@ -122,3 +122,14 @@ def test_avatar_keeps_frame_poses_through_save_load(trained, tmp_path):
 def test_frame_poses_shape_check():
     with pytest.raises(ValueError, match="body_pose"):
         FramePoses(torch.zeros(2, 3), torch.zeros(2, 23, 3), torch.zeros(2, 3))
+
+
+def test_body_params_round_trip():
+    poses, _ = _motion_poses(10, 2)
+    p = poses.with_betas(torch.ones(10))
+    assert len(p) == len(poses) and p.betas.shape == (len(poses), 10)
+    back = FramePoses.from_params(p)
+    for name in ("global_orient", "body_pose", "transl"):
+        assert torch.equal(getattr(back, name), getattr(poses, name))
+    with pytest.raises(ValueError, match="BodyParams"):
+        poses.with_betas(torch.zeros(len(poses) + 1, 10))

@@ -10,16 +10,14 @@ import trimesh
 
 from avatar.config import AvatarConfig
 from avatar.model import build_networks
-from avatar.train import SequenceFits, sample_training_frames, train_avatar, vertex_visibility
+from avatar.train import sample_training_frames, train_avatar, vertex_visibility
 from body import Motion
 from geometry.metrics import chamfer_distance
 from icon.synth.sequence import turn_and_wave_motion
 
 
 def _naked_sequence(model, n=4):
-    motion = turn_and_wave_motion(n)
-    fits = SequenceFits(np.zeros(10, np.float32), np.stack([p.global_orient for p in motion]),
-                        np.stack([p.body_pose for p in motion]), np.zeros((n, 3), np.float32))  # fmt: skip
+    fits = turn_and_wave_motion(n)
     with torch.no_grad():
         verts = model(global_orient=torch.as_tensor(fits.global_orient),
                       body_pose=torch.as_tensor(fits.body_pose)).vertices  # fmt: skip
@@ -65,21 +63,17 @@ def test_repose_fast_matches_training_meshes(body_model, trained):
     from avatar.repose import repose_fast
 
     seq, av = trained.sequence, trained.avatar
-    motion = Motion(fps=10, global_orient=seq.fits.global_orient, body_pose=seq.fits.body_pose,
-                    transl=seq.fits.transl)  # fmt: skip
+    motion = Motion.from_params(seq.fits, fps=10)
     posed = repose_fast(av, motion)
     assert posed.shape == (len(seq.frames), len(av.vertices), 3)
     with torch.no_grad():
-        body = body_model(betas=torch.as_tensor(seq.fits.betas)[None].expand(len(seq.frames), -1),
-                          global_orient=torch.as_tensor(seq.fits.global_orient),
-                          body_pose=torch.as_tensor(seq.fits.body_pose),
-                          transl=torch.as_tensor(seq.fits.transl)).vertices  # fmt: skip
+        body = body_model(**seq.fits.as_dict()).vertices
     ours, naked = [], []
     for i, (v, f) in enumerate(seq.frames):
         ours.append(float(chamfer_distance(posed[i], av.faces, v, f, n_samples=3000)))
         naked.append(float(chamfer_distance(body[i], body_model.faces, v, f, n_samples=3000)))
     ours, naked = np.array(ours), np.array(naked)  # cm
-    # Tiny training (seconds); bench/avatar.py measures the fast preset (~0.2 cm on 8 frames).
+    # Tiny training (seconds); bench/avatar_training.py measures the fast preset (~0.2 cm on 8 frames).
     assert ours.max() < 1.6, f"avatar Chamfer {ours} cm (naked body {naked})"
     assert ours.mean() < 0.6 * naked.mean(), f"avatar Chamfer {ours} cm (naked body {naked})"
 
@@ -108,7 +102,7 @@ def test_visibility_weights_back_less(body_model, clothed_sequence):
 
 
 def _slice_fits(fits, n):
-    return SequenceFits(fits.betas, fits.global_orient[:n], fits.body_pose[:n], fits.transl[:n])
+    return fits[:n]
 
 
 def test_checkpoint_and_resume(body_model, tmp_path):
@@ -130,6 +124,6 @@ def test_train_input_errors(body_model):
     frames, fits = _naked_sequence(body_model, 2)
     with pytest.raises(ValueError, match="at least one frame"):
         train_avatar(body_model, [], fits)
-    bad = SequenceFits(fits.betas, fits.global_orient[:1], fits.body_pose, fits.transl)
+    bad = {**fits.as_dict(), "global_orient": fits.global_orient[:1]}
     with pytest.raises(ValueError, match="global_orient"):
         train_avatar(body_model, frames, bad, AvatarConfig.fast())

@@ -147,3 +147,17 @@ def test_motion_validation():
         Motion(fps=0, global_orient=np.zeros((2, 3)), body_pose=np.zeros((2, 69)), transl=np.zeros((2, 3)))
     with pytest.raises(ValueError, match="frames"):
         Motion(fps=30, global_orient=np.zeros((2, 3)), body_pose=np.zeros((3, 69)), transl=np.zeros((2, 3)))
+
+
+def test_body_params_round_trip():
+    rng = np.random.default_rng(4)
+    m = Motion(fps=12.0, global_orient=rng.normal(size=(5, 3)), body_pose=rng.normal(size=(5, 69)),
+               transl=rng.normal(size=(5, 3)))  # fmt: skip
+    p = m.with_betas(np.arange(10, dtype=np.float32))
+    assert len(p) == 5 and p.betas.shape == (5, 10) and (p.betas[4] == np.arange(10)).all()
+    np.testing.assert_array_equal(p.body_pose, m.body_pose)
+    back = Motion.from_params(p.torch(), fps=12.0)
+    for name in ("global_orient", "body_pose", "transl"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(m, name))
+    with pytest.raises(ValueError, match="BodyParams"):
+        m.with_betas(np.zeros((3, 10)))

@@ -52,12 +52,12 @@ def build_store(path: Path, n_done: int = N_FRAMES, refined_missing: tuple[int, 
                      body_model_id="anny-smpl-v1", config={}, code_version="test")  # fmt: skip
     store = create_run(path, n_frames=t_total, image_size=CROP, attrs=attrs, refine_iters=REFINE_ITERS)
     cam = np.array([[scale, CROP / 2, CROP / 2]], np.float32)
-    for t, params in enumerate(turn_and_wave_motion(n_done, turns=0.75)):
-        params.transl = np.array([0.0, 0.2, 0.0], np.float32)  # centres the person in the crop
+    motion = turn_and_wave_motion(n_done, turns=0.75, transl=(0.0, 0.2, 0.0))  # transl centres the person
+    for t in range(n_done):
+        params = motion[t]
         frame = render_frame(model, person, params, camera, background, light, grid_resolution=64)
         store.write_mesh(t, frame.vertices, frame.faces)
-        fit = dict(betas=person.betas[None], global_orient=params.global_orient[None], body_pose=params.body_pose[None],
-                   transl=params.transl[None], camera=cam)  # fmt: skip
+        fit = dict(params.replace(betas=person.betas[None]).as_dict(), camera=cam)
         store.write_fit("init", [t], **fit)
         if t not in refined_missing:
             store.write_fit("refined", [t], **fit)
@@ -197,11 +197,15 @@ def test_checkpoint_of_other_inputs_is_discarded(tmp_path):
 def _check_glb(path: Path, n_frames: int) -> None:
     import pygltflib
 
+    from tests.gltf_validator import assert_valid_glb
+
     gltf = pygltflib.GLTF2().load(str(path))
     assert len(gltf.skins) == 1 and len(gltf.skins[0].joints) == 24
     assert len(gltf.animations) == 1
+    assert gltf.animations[0].name == DEFAULT_MOTION.stem  # named after the motion file
     times = gltf.accessors[gltf.animations[0].samplers[0].input]
     assert times.count == n_frames
+    assert_valid_glb(path)  # the Khronos validator: no error, no warning
 
 
 def test_repose_fast_writes_meshes_video_and_gltf(avatar_dir, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from flows import pipeline
+from flows import frame_batch, pipeline, resume, stages
 from flows.artifacts import frame_table, video_summary_markdown
 from flows.ledger import Ledger
 from flows.previews import contact_sheet, preview_tile, read_png, write_png
@@ -165,12 +165,16 @@ def test_artifacts_were_published(processed):
     assert set(keys) <= set(by_key)
     assert {a.type for a in arts} >= {"progress", "table", "markdown"}
     assert any(a.type == "progress" and float(a.data) == 100.0 for a in arts)
+    # the summary links the run's HTML report, which the flow wrote beside the store
+    report = Path(processed[1]) / "astronaut.report" / "index.html"
+    assert report.is_file() and f"{CLIP_FRAMES} sampled, {CLIP_FRAMES} done" in report.read_text()
+    assert f"]({report.resolve().as_uri()})" in by_key["astronaut-summary"].data
 
 
 def test_rerun_is_a_no_op_and_mismatch_is_an_error(processed, clip, tiny_config, monkeypatch):
     result, out = processed
     calls = []
-    monkeypatch.setattr(pipeline, "detect_frames", lambda *a, **k: calls.append("detect"))
+    monkeypatch.setattr(stages, "detect_frames", lambda *a, **k: calls.append("detect"))
     again = pipeline.process_video(clip, out, tiny_config)
     assert calls == [] and again.n_done == CLIP_FRAMES
 
@@ -178,15 +182,15 @@ def test_rerun_is_a_no_op_and_mismatch_is_an_error(processed, clip, tiny_config,
     store_path = Path(result.store)
     other_source = pipeline.SourceInfo(**{**source.__dict__, "sha256": "0" * 64})
     with pytest.raises(pipeline.RunStoreMismatchError, match="another source file"):
-        pipeline._open_for_resume(store_path, other_source, tiny_config, overwrite=False, replace_mismatched=False)
-    assert pipeline._open_for_resume(store_path, other_source, tiny_config, False, replace_mismatched=True) == set()
+        resume.open_for_resume(store_path, other_source, tiny_config, overwrite=False, replace_mismatched=False)
+    assert resume.open_for_resume(store_path, other_source, tiny_config, False, replace_mismatched=True) == set()
     other_cfg = tiny_config.model_copy(update={"device": "cpu"})
     with pytest.raises(pipeline.RunStoreMismatchError, match="another configuration"):
-        pipeline._open_for_resume(store_path, source, other_cfg, overwrite=False, replace_mismatched=False)
-    assert pipeline._open_for_resume(store_path, source, tiny_config, False, False) == {"frames", "fit_init"}
+        resume.open_for_resume(store_path, source, other_cfg, overwrite=False, replace_mismatched=False)
+    assert resume.open_for_resume(store_path, source, tiny_config, False, False) == {"frames", "fit_init"}
     (out / "junk.zarr").mkdir()
     with pytest.raises(pipeline.RunStoreMismatchError, match="not an avatarize run store"):
-        pipeline._open_for_resume(out / "junk.zarr", source, tiny_config, overwrite=False, replace_mismatched=True)
+        resume.open_for_resume(out / "junk.zarr", source, tiny_config, overwrite=False, replace_mismatched=True)
 
 
 def test_frame_batch_marks_failures_and_keeps_going(processed, tiny_config, tmp_path, monkeypatch):
@@ -200,7 +204,7 @@ def test_frame_batch_marks_failures_and_keeps_going(processed, tiny_config, tmp_
         if t == 2:
             raise RuntimeError("bad frame")
 
-    monkeypatch.setattr(pipeline, "frame_steps", lambda config=None: [("check", step)])
+    monkeypatch.setattr(frame_batch, "frame_steps", lambda config=None: [("check", step)])
     with pytest.raises(pipeline.FrameBatchError) as info:
         pipeline.process_frame_batch.fn(str(store_path), [0, 1, 2, 3], tiny_config, str(tmp_path))
     res = info.value.result
@@ -224,7 +228,7 @@ def test_resume_after_a_failed_frame(prefect_server, clip, tiny_config, tmp_path
             raise RuntimeError("simulated crash on frame 3")
         original(ctx, t)
 
-    monkeypatch.setattr(pipeline, "render_frame_preview", failing)
+    monkeypatch.setattr(frame_batch, "render_frame_preview", failing)
     first = pipeline.process_video(clip, tmp_path, tiny_config, batch_size=2)
     assert first.n_failed == 1 and first.message == "completed with failures: 1"
     store = open_run(first.store)
@@ -235,14 +239,14 @@ def test_resume_after_a_failed_frame(prefect_server, clip, tiny_config, tmp_path
 
     fits, detects = [], []
     monkeypatch.setattr(icon.fit, "fit_body", lambda *a, **k: fits.append(1))
-    monkeypatch.setattr(pipeline, "detect_frames", lambda *a, **k: detects.append(1))
+    monkeypatch.setattr(stages, "detect_frames", lambda *a, **k: detects.append(1))
     rendered.clear()
 
     def counting(ctx, t):
         rendered.append(t)
         original(ctx, t)
 
-    monkeypatch.setattr(pipeline, "render_frame_preview", counting)
+    monkeypatch.setattr(frame_batch, "render_frame_preview", counting)
     second = pipeline.process_video(clip, tmp_path, tiny_config, batch_size=2)
     assert rendered == [3], "only the failed frame is recomputed"
     assert fits == [] and detects == []

@@ -203,6 +203,11 @@ class TestRoundTrip:
             torch.testing.assert_close(value[[0, 2]], fit[name])
             assert torch.isnan(value[[1, 3]]).all()
         assert torch.isnan(run.read_fit("init").betas).all()
+        # the body parameters come as one BodyParams; written back from it in one call
+        assert len(got.body) == T and got.body.betas is got.betas
+        run.write_fit("init", [1, 3], **got.body[[0, 2]].as_dict(), camera=got.camera[[0, 2]])
+        again = run.read_fit("init", [1, 3])
+        torch.testing.assert_close(again.body.body_pose, fit["body_pose"])
         with pytest.raises(ValueError, match="stage"):
             run.read_fit("final")  # type: ignore[arg-type]
 

@@ -24,7 +24,7 @@ from icon.fit import (
     select_facing_track,
     temporal_smoothness,
 )
-from tests.icon.synthetic_clip import make_clip
+from icon.synth.clip import make_clip
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def make_clip_with_orient(model, clip, global_orient):
         lm, ok = mediapipe_landmarks_3d(model, out)
     uv = clip.camera.project(lm)
     clip.keypoints = torch.cat([uv, ok.float()[None, :, None].expand(uv.shape[0], -1, 1)], dim=-1)
-    clip.global_orient = global_orient
+    clip.body = clip.body.replace(global_orient=global_orient)
     return clip
 
 
@@ -241,3 +241,15 @@ def test_perspective_camera_is_chosen_for_a_perspective_view(model):
     weak = fit_body(model, kp, None, size, cfg.model_copy(update={"camera": "weak"}))
     assert fit.focal_px is not None and float(fit.focal_px[0]) == pytest.approx(focal)
     assert fit.keypoint_error_px[0] < weak.keypoint_error_px[0]
+
+
+def test_body_fit_from_params():
+    from body import BodyParams
+
+    body = BodyParams.zeros(3)
+    fit = BodyFit.from_params(body, torch.tensor([[100.0, 64.0, 64.0]]).expand(3, -1), 128)
+    assert fit.body is body and fit.betas.shape == (3, 10) and fit.image_size == 128
+    assert fit.losses.shape == (3,) and float(fit.keypoint_error_px.abs().sum()) == 0
+    assert fit.cameras().scale.shape == (3,) and fit.detach().body_pose.shape == (3, 69)
+    with pytest.raises(ValueError, match="camera"):
+        BodyFit.from_params(body, torch.zeros(2, 3), 128)

@@ -17,6 +17,7 @@ os.environ.setdefault("WARP_CACHE_PATH", str(Path(__file__).resolve().parents[2]
 import warp as wp  # noqa: E402  (after WARP_CACHE_PATH)
 
 from body.model import BodyModel  # noqa: E402
+from body.params import BodyParams  # noqa: E402
 from geometry.cameras import OrthographicCamera  # noqa: E402
 from geometry.queries import MeshBVH  # noqa: E402
 from geometry.render import render_mesh  # noqa: E402
@@ -321,8 +322,8 @@ def fake_samples(model: BodyModel, n: int, points: int = 1500, seed: int = 0) ->
         out.append(SimpleNamespace(
             seed=seed + i, points=pts[0].numpy(), occupancy=(sdf < 0.03).float().numpy(),
             normal_front=nf, normal_back=nb, body_normal_front=nf, body_normal_back=nb,
-            fit_betas=np.zeros(10, np.float32), fit_global_orient=zero3,
-            fit_body_pose=body_pose(seed + i)[0].numpy(), fit_transl=transl.detach().numpy(),
+            fit_body=BodyParams(np.zeros((1, 10), np.float32), zero3[None], body_pose(seed + i)[0].numpy()[None],
+                                transl.detach().numpy()[None]),
             camera=np.array([cam.scale[0], cam.cx[0], cam.cy[0]], np.float32), vertices=np.zeros((0, 3), np.float32),
             faces=np.zeros((0, 3), np.int64),
         ))  # fmt: skip
@@ -356,14 +357,16 @@ class TestTraining:
     def test_refined_fits_replace_the_fit_and_feed_predicted_normals(self, body_model, tiny_sets, tmp_path):
         train, _ = tiny_sets
         s = train[0]
-        shifted = np.asarray(s.fit_transl, np.float32) + np.array([0.0, 0.0, 0.1], np.float32)
+        shifted = np.asarray(s.fit_body.transl[0], np.float32) + np.array([0.0, 0.0, 0.1], np.float32)
         predicted = np.zeros((SIZE, SIZE, 3), np.float16)
         predicted[..., 2] = 1.0  # a constant "predicted" normal map, unlike the exact sphere normals
-        np.savez(tmp_path / f"{s.seed}.npz", betas=s.fit_betas, global_orient=s.fit_global_orient,
-                 body_pose=s.fit_body_pose, transl=shifted, normal_front=predicted, normal_back=-predicted)  # fmt: skip
+        fit = {k: v[0] for k, v in s.fit_body.to_npz_dict().items()}
+        np.savez(tmp_path / f"{s.seed}.npz", **{**fit, "transl": shifted}, normal_front=predicted,
+                 normal_back=-predicted)  # fmt: skip
         refined = with_refined_fits(train, load_refined_fits(tmp_path))
         assert len(refined) == 1 and refined[0].seed == s.seed  # samples without a refined file are dropped
-        assert np.allclose(refined[0].fit_transl, shifted) and np.allclose(s.fit_transl, shifted - [0, 0, 0.1])
+        assert np.allclose(refined[0].fit_body.transl[0], shifted)
+        assert np.allclose(s.fit_body.transl[0], shifted - [0, 0, 0.1])
         base = build_feature_cache([s], body_model, max_points=200, seed=3)
         cache = build_feature_cache(refined, body_model, max_points=200, seed=3)
         # Body features come from the refined fit: the body moved 10 cm along z, so the SDF changed.
@@ -415,7 +418,7 @@ def test_shipped_weights_beat_the_naked_body(body_model):
 
     net = load_implicit_net(SHIPPED)
     s = make_sample(HELDOUT_SEED_START + 500, body_model, SynthConfig(num_points=0))
-    fit, _ = body_vertices(body_model, s.fit_params)
+    fit, _ = body_vertices(body_model, s.fit_body)
     v, f = reconstruct_surface(net, fit, body_model.faces, torch.from_numpy(s.normal_front),
                                torch.from_numpy(s.normal_back), s.orthographic_camera(), resolution=128)  # fmt: skip
     gt_v, gt_f = torch.from_numpy(s.vertices), torch.from_numpy(s.faces)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from body import BodyModel, mediapipe_landmarks_3d
+from body import BodyModel, BodyParams, mediapipe_landmarks_3d
 from geometry.cameras import OrthographicCamera
 from geometry.diffrender import edge_topology
 from geometry.render import render_mesh
 from icon.fit import BodyFit
 from icon.refine import RefineConfig, downsample_targets, refine_body, refinement_loss
-from tests.icon.synthetic_clip import make_clip
+from icon.synth.clip import make_clip
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -34,13 +34,11 @@ def model():
 
 
 def _true_fit(clip, image_size: int | None = None) -> BodyFit:
-    T, S = clip.body_pose.shape[0], clip.size
+    S = clip.size
     k = (image_size or S) / S
     cam = torch.stack([clip.camera.scale, clip.camera.cx, clip.camera.cy], dim=-1) * k
-    return BodyFit(
-        clip.betas.clone(), clip.global_orient.clone(), clip.body_pose.clone(), clip.transl.clone(), cam,
-        image_size or S, torch.zeros(T), torch.zeros(T),
-    )
+    body = BodyParams(clip.betas.clone(), clip.global_orient.clone(), clip.body_pose.clone(), clip.transl.clone())
+    return BodyFit.from_params(body, cam, image_size or S)
 
 
 def _perturbed_fit(clip, seed: int = 0) -> BodyFit:
@@ -48,8 +46,8 @@ def _perturbed_fit(clip, seed: int = 0) -> BodyFit:
     fit = _true_fit(clip)
     T = fit.body_pose.shape[0]
     g = torch.Generator().manual_seed(seed)
-    fit.body_pose = fit.body_pose + 0.1 * torch.randn(T, 69, generator=g)
-    fit.global_orient = fit.global_orient + 0.1 * torch.randn(T, 3, generator=g)
+    fit.body = fit.body.replace(body_pose=fit.body_pose + 0.1 * torch.randn(T, 69, generator=g),
+                                global_orient=fit.global_orient + 0.1 * torch.randn(T, 3, generator=g))
     fit.transl[:, :2] += 0.03 * torch.randn(T, 2, generator=g)
     fit.camera[:, 0] *= 1 + 0.05 * torch.randn(T, generator=g).clamp(-2, 2)
     return fit

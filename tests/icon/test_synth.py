@@ -72,8 +72,9 @@ class TestPoses:
     def test_params_shapes(self):
         params, family = sample_body_params(np.random.default_rng(1))
         assert family in POSE_FAMILIES
-        assert params.betas.shape == (10,) and np.abs(params.betas).max() <= 2.5
-        assert params.global_orient.shape == (3,) and params.body_pose.shape == (69,) and params.transl.shape == (3,)
+        assert len(params) == 1 and not params.is_torch and params.betas.dtype == np.float32
+        assert params.betas.shape == (1, 10) and np.abs(params.betas).max() <= 2.5
+        assert float(np.abs(params.transl).max()) == 0.0
 
 
 class TestMakeSample:
@@ -85,7 +86,9 @@ class TestMakeSample:
             assert getattr(s, name).shape == (64, 64, 3) and getattr(s, name).dtype == np.float32
         assert s.points.shape == (512, 3) and s.occupancy.shape == (512,)
         assert s.faces.dtype == np.int64 and s.vertices.dtype == np.float32
-        assert s.fit_body_pose.shape == (69,) and s.camera.shape == (3,)
+        assert len(s.body) == 1 and len(s.fit_body) == 1 and s.camera.shape == (3,)
+        flat = s.array_fields()
+        assert flat["fit_body_pose"].shape == (69,) and flat["betas"].shape == (10,)
         assert set(s.garments) <= set(GARMENT_FAMILIES)
 
     def test_deterministic(self, model, samples):
@@ -94,13 +97,13 @@ class TestMakeSample:
             np.testing.assert_array_equal(value, again.array_fields()[name], err_msg=name)
         assert again.garments == samples[0].garments
         assert not np.array_equal(samples[0].rgb, samples[1].rgb)
-        assert not np.array_equal(samples[0].betas, samples[1].betas)
+        assert not np.array_equal(samples[0].body.betas, samples[1].body.betas)
 
     def test_mesh_watertight_and_encloses_body(self, model, samples):
         for s in samples:
             mesh = trimesh.Trimesh(s.vertices, s.faces, process=False)
             assert mesh.is_watertight and mesh.volume > 0
-            body, _ = body_vertices(model, s.params)
+            body, _ = body_vertices(model, s.body)
             sd = signed_distance(torch.from_numpy(s.vertices)[None], torch.from_numpy(s.faces), body[None])[0]
             # A 64^3 grid (~3 cm cells) loses fingers and toes; limbs and torso must be covered to 1 cm.
             part = model.lbs_weights.argmax(dim=1)
@@ -152,8 +155,8 @@ class TestMakeSample:
 
     def test_fit_is_perturbed(self, samples):
         s = samples[0]
-        assert not np.array_equal(s.betas, s.fit_betas)
-        assert np.abs(s.fit_body_pose - s.body_pose).max() < 0.5
+        assert not np.array_equal(s.body.betas, s.fit_body.betas)
+        assert np.abs(s.fit_body.body_pose - s.body.body_pose).max() < 0.5
 
 
 def test_every_garment_family_is_drawn(model):

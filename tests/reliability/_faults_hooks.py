@@ -50,15 +50,15 @@ def _log(hooks: Hooks, kind: str, frame: int = -1) -> None:
 
 
 def install(hooks_json: str, setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
-    """Wrap ``pipeline.detect_frames``, ``icon.fit.fit_body`` and ``pipeline.render_frame_preview`` in this process.
+    """Wrap ``stages.detect_frames``, ``icon.fit.fit_body`` and ``frame_batch.render_frame_preview`` in this process.
 
     ``setattr_`` is ``monkeypatch.setattr`` in the test process (undone after the test); plain ``setattr`` in workers.
     """
     import icon.fit
-    from flows import pipeline
+    from flows import frame_batch, stages
 
     hooks = Hooks(**json.loads(hooks_json))
-    detect, fit, preview = pipeline.detect_frames, icon.fit.fit_body, pipeline.render_frame_preview
+    detect, fit, preview = stages.detect_frames, icon.fit.fit_body, frame_batch.render_frame_preview
 
     def detect_logged(*args: Any, **kwargs: Any) -> Any:
         _log(hooks, "detect")
@@ -78,9 +78,9 @@ def install(hooks_json: str, setattr_: Callable[[Any, str, Any], None] = setattr
         time.sleep(hooks.sleep_s)
         preview(ctx, t)
 
-    setattr_(pipeline, "detect_frames", detect_logged)
+    setattr_(stages, "detect_frames", detect_logged)
     setattr_(icon.fit, "fit_body", fit_logged)
-    setattr_(pipeline, "render_frame_preview", preview_logged)
+    setattr_(frame_batch, "render_frame_preview", preview_logged)
 
 
 def read_calls(path: str | Path) -> list[tuple[str, int, int]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows import pipeline
+from flows import frame_batch, pipeline
 from flows.store import FrameStatus, RunStoreError, open_run, run_lock_path
 from tests.reliability import _faults_hooks as hooks_mod
 from tests.reliability._faults_hooks import (
@@ -109,9 +109,9 @@ def test_disk_full_while_writing_a_chunk(prefect_server, clip, cfg, tmp_path, mo
         ctx.store.write_normals([t], n, -n)
 
     def steps(config=None):
-        return [("normals", normals_step), ("preview", pipeline.render_frame_preview)]
+        return [("normals", normals_step), ("preview", frame_batch.render_frame_preview)]
 
-    monkeypatch.setattr(pipeline, "frame_steps", steps)
+    monkeypatch.setattr(frame_batch, "frame_steps", steps)
     target = os.path.join("normals", "front", "c", "2", "0", "0", "0")
     real_put, hits = local._put, []
 

@@ -1,7 +1,7 @@
 """Benchmark of geometry/: closest-point and signed-distance queries, ray-cast and differentiable renders,
 coarse-to-fine vs dense surface extraction. Prints a table.
 
-    python bench/geometry.py [--device cuda|cpu] [--quick]
+    python bench/geometry_speed.py [--device cuda|cpu] [--quick]
 """
 
 from __future__ import annotations
@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[1]
 # This script is named like the package it measures: run as a file, its own folder would shadow `geometry`.
-sys.path = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() != _REPO / "bench"]
 os.environ.setdefault("WARP_CACHE_PATH", str(_REPO / ".cache" / "warp"))
 
 import numpy as np  # noqa: E402

@@ -1,4 +1,5 @@
-"""Synthetic clips rendered from the body model with known β, θ, t (test fixtures for the body fit)."""
+"""Synthetic clips rendered from the body model with known β, θ, t: keypoints, masks and normals of a turning person
+(the known-answer input of the body-fit tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,38 @@ from dataclasses import dataclass
 import torch
 
 from body import BodyModel, mediapipe_landmarks_3d
+from body.params import BodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.render import render_mesh
 
 
 @dataclass
 class SyntheticClip:
+    """T frames of one body seen by a weak-perspective camera (crop side ``size``), with the `BodyParams` that made
+    them (``betas``, ``global_orient``, ``body_pose``, ``transl`` read through)."""
+
     keypoints: torch.Tensor  # (T, 33, 3) crop px + confidence
     masks: torch.Tensor  # (T, S, S) bool
     normals: torch.Tensor  # (T, S, S, 3)
-    betas: torch.Tensor
-    global_orient: torch.Tensor
-    body_pose: torch.Tensor
-    transl: torch.Tensor
+    body: BodyParams
     camera: OrthographicCamera
     size: int
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.body.betas
+
+    @property
+    def global_orient(self) -> torch.Tensor:
+        return self.body.global_orient
+
+    @property
+    def body_pose(self) -> torch.Tensor:
+        return self.body.body_pose
+
+    @property
+    def transl(self) -> torch.Tensor:
+        return self.body.transl
 
 
 def make_clip(model: BodyModel, n_frames: int = 16, size: int = 256, seed: int = 0, turn: float = 0.8) -> SyntheticClip:
@@ -57,4 +75,4 @@ def make_clip(model: BodyModel, n_frames: int = 16, size: int = 256, seed: int =
     uv = cam.project(lm)
     conf = lm_ok.float()[None].expand(T, -1)
     keypoints = torch.cat([uv, conf[..., None]], dim=-1)
-    return SyntheticClip(keypoints, r.mask, r.normal_front, betas, go, body_pose, transl, cam, size)
+    return SyntheticClip(keypoints, r.mask, r.normal_front, BodyParams(betas, go, body_pose, transl), cam, size)

@@ -6,31 +6,29 @@ posed meshes/s for fast and full re-posing, Chamfer (cm) of the avatar posed int
 truth (and vs each frame's own reconstruction when given), the naked-body baseline, and the error in 3 unseen poses
 relative to the training-pose error. Writes a JSON with all numbers.
 
-Usage: python bench/avatar.py [--frames 12] [--grid 128] [--preset fast] [--device cpu] [--out out/bench_avatar.json]
+Usage: python bench/avatar_training.py [--frames 12] [--grid 128] [--preset fast] [--device cpu]
+    [--out out/bench_avatar.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from avatar.config import AvatarConfig  # noqa: E402
-from avatar.repose import repose_fast, repose_full  # noqa: E402
-from avatar.train import SequenceFits, train_avatar, vertex_visibility  # noqa: E402
-from body import BodyModel, Motion, load_motion  # noqa: E402
-from geometry.cameras import PerspectiveCamera  # noqa: E402
-from geometry.metrics import chamfer_distance  # noqa: E402
-from icon.synth.appearance import Lighting  # noqa: E402
-from icon.synth.poses import BodyParams  # noqa: E402
-from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion  # noqa: E402
+from avatar.config import AvatarConfig
+from avatar.repose import repose_fast, repose_full
+from avatar.train import train_avatar, vertex_visibility
+from body import BodyModel, Motion, load_motion
+from body.params import BodyParams
+from geometry.cameras import PerspectiveCamera
+from geometry.metrics import chamfer_distance
+from icon.synth.appearance import Lighting
+from icon.synth.sequence import make_background, make_person, render_frame, turn_and_wave_motion
 
 OUTFIT_SEED = 7
 DISTANCE_M = 4.0
@@ -74,16 +72,16 @@ def main() -> None:
     transl = np.array([0.0, 0.05, -DISTANCE_M], np.float32)
 
     def truth(params: BodyParams):
-        params.transl = transl
-        f = render_frame(model, person, params, camera, background, light, grid_resolution=args.grid)
+        f = render_frame(model, person, params.replace(transl=transl[None]), camera, background, light,
+                         grid_resolution=args.grid)
         return torch.from_numpy(f.vertices), torch.from_numpy(f.faces)
 
     t0 = time.perf_counter()
     motion_params = turn_and_wave_motion(args.frames, turns=1.0)
-    frames = [truth(p) for p in motion_params]
+    frames = [truth(motion_params[i]) for i in range(len(motion_params))]
     visibility = [vertex_visibility(v, f, camera) for v, f in frames]
-    fits = SequenceFits(person.betas, np.stack([p.global_orient for p in motion_params]),
-                        np.stack([p.body_pose for p in motion_params]), np.stack([p.transl for p in motion_params]))
+    fits = motion_params.replace(betas=np.tile(person.betas, (args.frames, 1)),
+                                 transl=np.tile(transl, (args.frames, 1)))
     print(f"ground truth: {args.frames} frames in {time.perf_counter() - t0:.1f} s "
           f"(outfit: {', '.join(g.family for g in person.garments)})")  # fmt: skip
 
@@ -93,7 +91,7 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     avatar.to("cpu")
 
-    motion = Motion(fps=10.0, global_orient=fits.global_orient, body_pose=fits.body_pose, transl=fits.transl)
+    motion = Motion.from_params(fits, fps=10.0)
     posed = repose_fast(avatar, motion)
     wave = load_motion(ROOT / "assets" / "motions" / "wave.npz")
     repose_fast(avatar, wave)  # warm-up
@@ -123,7 +121,8 @@ def main() -> None:
     unseen = {}
     for name, bp in unseen_poses().items():
         go = np.array([0.0, 0.4, 0.0], np.float32)
-        v_gt, f_gt = truth(BodyParams(np.zeros(10, np.float32), go, bp.astype(np.float32), transl))
+        v_gt, f_gt = truth(BodyParams(np.zeros((1, 10), np.float32), go[None], bp.astype(np.float32)[None],
+                                      transl[None]))
         one = Motion(fps=1.0, global_orient=go[None], body_pose=bp[None], transl=transl[None])
         fast = float(chamfer_distance(repose_fast(avatar, one)[0], avatar.faces, v_gt, f_gt))
         vf, ff = repose_full(avatar, np.concatenate([go, bp]), transl)
