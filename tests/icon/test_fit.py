@@ -236,7 +236,7 @@ def test_perspective_camera_is_chosen_for_a_perspective_view(model):
     cam = PerspectiveCamera(focal=torch.tensor([focal]), cx=torch.tensor([size / 2]), cy=torch.tensor([size / 2]),
                             width=size, height=size)  # fmt: skip
     kp = torch.cat([cam.project(lm), torch.ones(1, 33, 1)], dim=-1)
-    cfg = FitConfig(silhouette_iters=0, pose_iters=60, orient_iters=30)
+    cfg = FitConfig(silhouette_iters=0, orient_iters=30)
     fit = fit_body(model, kp, None, size, cfg, focal_px=torch.tensor([focal]))
     weak = fit_body(model, kp, None, size, cfg.model_copy(update={"camera": "weak"}))
     assert fit.focal_px is not None and float(fit.focal_px[0]) == pytest.approx(focal)
