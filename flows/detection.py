@@ -41,6 +41,7 @@ class Detections:
         image_hw: (H, W) of the decoded frames.
         seconds: ``(T,)`` decode + detection seconds per frame.
         images: the decoded ``(T, H, W, 3)`` frames when they fit ``KEEP_DECODED_BYTES``, else None.
+        keypoints3d: ``(T, 33, 4) float32`` MediaPipe metric 3D landmarks + visibility, or None.
     """
 
     indices: np.ndarray
@@ -53,6 +54,7 @@ class Detections:
     image_hw: tuple[int, int]
     seconds: np.ndarray
     images: np.ndarray | None = None
+    keypoints3d: np.ndarray | None = None
 
     def full_masks(self, rows: np.ndarray) -> np.ndarray:
         """``(n, H, W) bool`` masks of the frames at positions ``rows``."""
@@ -74,6 +76,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
     tracking = PersonTrackingConfig(detect_size=config.person.detect_size)
     detector = person_detector()
     idx, ts, kps, boxes, valid, reasons, masks, secs, kept = [], [], [], [], [], [], [], [], []
+    kps3d: list[np.ndarray | None] = []
     kept_bytes = 0
     hw = (0, 0)
     t0 = time.perf_counter()
@@ -95,6 +98,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         idx.append(chunk.indices)
         ts.append(chunk.timestamps)
         kps.append(track.keypoints)
+        kps3d.append(track.keypoints3d)
         boxes.append(track.boxes)
         valid.append(track.valid)
         reasons.extend(track.reasons)
@@ -116,6 +120,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         image_hw=(int(hw[0]), int(hw[1])),
         seconds=np.concatenate(secs),
         images=np.concatenate(kept) if kept else None,
+        keypoints3d=np.concatenate(kps3d).astype(np.float32) if kps3d and None not in kps3d else None,
     )
 
 

@@ -93,6 +93,8 @@ def reconstruct_frame(ctx: FrameContext, t: int) -> None:
     normal_net, implicit_net = load_networks(ctx.config, ctx.device)
     dev = torch.device(ctx.device)
     fit = BodyFit.from_params(init.body.to(dev), init.camera.to(dev), ctx.store.image_size)
+    _, focal = ctx.store.read_fit_info([t])  # the perspective camera the pose was fitted with, if any
+    fit.focal_px = torch.from_numpy(focal).to(dev) if np.isfinite(focal).all() else None
     cfg = ctx.config.reconstruct.model_copy(
         update={"refine": ctx.config.reconstruct.refine.model_copy(update={"optimise_betas": False})}
     )

@@ -168,7 +168,8 @@ def reconstruct_images(
             cropped = crop_frames(rgb[None], person_mask, track.keypoints, crops, size=s)
             kp = torch.from_numpy(cropped.keypoints).to(device)
             m = torch.from_numpy(cropped.masks).to(device)
-            fit = fit_body(model, kp, m, s, cfg.fit)
+            kp3 = torch.from_numpy(track.keypoints3d).to(device) if track.keypoints3d is not None else None
+            fit = fit_body(model, kp, m, s, cfg.fit, keypoints3d=kp3)
             rec = reconstruct(model, torch.from_numpy(cropped.images).to(device), m, fit, normal_net, implicit_net,
                               cfg.reconstruct, keypoints=kp)  # fmt: skip
             verts, faces = rec.meshes[0]

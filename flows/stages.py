@@ -67,6 +67,8 @@ def extract_frames(
     crop_secs = np.zeros(n)
     for rows, cropped, secs in iter_crops(video, config, det, crops):
         store.write_frames(rows, cropped.images, cropped.masks, cropped.crops, cropped.keypoints, det.timestamps[rows])
+        if det.keypoints3d is not None:  # metric, hip-centred: the crop does not change them
+            store.write_keypoints3d(rows, det.keypoints3d[rows])
         crop_secs[rows] = secs
     skipped = np.flatnonzero(~det.valid)
     if skipped.size:
@@ -108,6 +110,7 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
     idx = np.flatnonzero(store.status() != FrameStatus.SKIPPED)
     if idx.size:
         fr = store.read_frames(idx)
+        kp3 = store.read_keypoints3d(idx)
         with device_scope(devices, config) as device:
             model = body_model(config.body_model, device)
             fit = fit_body(
@@ -116,10 +119,12 @@ def fit_initial_body(store_path: str | Path, config: PipelineConfig, devices: Se
                 torch.from_numpy(fr.mask),
                 store.image_size,
                 config.fit,
+                keypoints3d=torch.from_numpy(kp3) if np.isfinite(kp3).any() else None,
                 progress=lambda stage, step, total: emit_progress("steps", label=f"fit {stage}", completed=step,
                                                                   total=total),
             )  # fmt: skip
         store.write_fit("init", idx, **fit.body.to("cpu").as_dict(), camera=fit.camera.cpu())
+        store.write_fit_info(idx, fit.confidence.cpu(), None if fit.focal_px is None else fit.focal_px.cpu())
         losses = [float(x) for x in fit.losses.cpu()]
         errors = [float(x) for x in fit.keypoint_error_px.cpu()]
     else:

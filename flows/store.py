@@ -11,7 +11,6 @@ import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +22,7 @@ from zarr.storage import LocalStore
 
 from flows.run_lock import lock_run, run_lock_path
 from flows.store_types import (
+    FitArrays,
     FrameArrays,
     FrameNotWrittenError,
     NormalMaps,
@@ -35,10 +35,7 @@ from flows.store_types import (
 )
 
 if TYPE_CHECKING:
-    import torch
     import trimesh
-
-    from body.params import BodyParams
 
 log = logging.getLogger(__name__)
 
@@ -153,38 +150,6 @@ class RunAttrs(BaseModel):
         except (TypeError, ValueError) as e:
             raise ValueError(f"config must be JSON-serialisable (plain dicts, lists, str, finite numbers): {e}") from e
         return v
-
-
-@dataclass
-class FitArrays:
-    """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
-
-    Attributes:
-        indices: ``(n,) int64`` store positions t of the rows.
-        body: the body parameters of the n rows (:class:`body.params.BodyParams`: betas ``(n, 10)``, global_orient
-            ``(n, 3)``, body_pose ``(n, 69)`` axis-angle, transl ``(n, 3)`` metres); also readable as ``.betas`` etc.
-        camera: ``(n, 3)`` camera parameters (e.g. weak-perspective scale, tx, ty).
-    """
-
-    indices: torch.Tensor
-    body: BodyParams
-    camera: torch.Tensor
-
-    @property
-    def betas(self) -> torch.Tensor:
-        return self.body.betas
-
-    @property
-    def global_orient(self) -> torch.Tensor:
-        return self.body.global_orient
-
-    @property
-    def body_pose(self) -> torch.Tensor:
-        return self.body.body_pose
-
-    @property
-    def transl(self) -> torch.Tensor:
-        return self.body.transl
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -399,7 +364,41 @@ class RunStore:
         idx = self._indices(indices)
         return FrameArrays(indices=idx, **{name: self._read_rows(f"frames/{name}", idx) for name in _FRAME_ARRAYS})
 
+    def write_keypoints3d(self, indices: Any, keypoints3d: Any) -> None:
+        """Write MediaPipe's metric 3D landmarks ``(n, 33, 4)`` (x right, y down, z away from the camera, metres,
+        hip-centred; visibility) of frames ``indices`` to ``/frames/keypoints3d``."""
+        self._write_checked("frames/keypoints3d", indices, keypoints3d, (N_KEYPOINTS, 4))
+
+    def read_keypoints3d(self, indices: Any = None) -> np.ndarray:
+        """``(n, 33, 4) float32`` 3D landmarks of ``indices`` (default: all); NaN where unwritten or absent."""
+        return self._read_optional("frames/keypoints3d", self._indices(indices), (N_KEYPOINTS, 4))
+
     # ---- fits
+    def write_fit_info(self, indices: Any, confidence: Any, focal_px: Any = None) -> None:
+        """Write the initial fit's per-frame confidence ``(n,)`` in [0, 1] (low: the fit is unsure, e.g. of the
+        facing) and its perspective focal length ``(n,)`` in crop pixels (None/NaN: weak perspective)."""
+        n = self._indices(indices).size
+        self._write_checked("fits/confidence", indices, confidence, ())
+        self._write_checked("fits/focal", indices, np.full(n, np.nan) if focal_px is None else focal_px, ())
+
+    def read_fit_info(self, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(confidence (n,), focal (n,))`` float32 of ``indices`` (default: all); NaN where unwritten or absent."""
+        idx = self._indices(indices)
+        return self._read_optional("fits/confidence", idx, ()), self._read_optional("fits/focal", idx, ())
+
+    def _write_checked(self, key: str, indices: Any, values: Any, tail: tuple[int, ...]) -> None:
+        self._writable()
+        idx, name = self._indices(indices), key.split("/")[-1]
+        x = _cast(_to_numpy(values, name), np.float32, name)
+        _check_shape(x, (idx.size, *tail), name)
+        self._write_rows(key, idx, x, name)
+
+    def _read_optional(self, key: str, idx: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
+        group, name = key.split("/")  # an array added to schema 1 later: NaN in stores that predate it
+        if name not in self.group[group]:
+            return np.full((idx.size, *tail), np.nan, np.float32)
+        return self._read_rows(key, idx)
+
     def _stage(self, stage: str) -> str:
         if stage not in FIT_STAGES:
             raise ValueError(f"stage: expected one of {FIT_STAGES}, got {stage!r}")
@@ -729,7 +728,11 @@ def create_run(
     frames = root.create_group("frames")
     for name, (tail, dtype, fill, dims) in _FRAME_ARRAYS.items():
         per_frame(frames, name, tail(s), dtype, fill, dims)
+    kp3_dims = ("frame", "keypoint", "keypoint3d_component")
+    per_frame(frames, "keypoints3d", (N_KEYPOINTS, 4), np.float32, np.nan, kp3_dims)
     fits = root.create_group("fits")
+    for name in ("confidence", "focal"):
+        per_frame(fits, name, (), np.float32, np.nan, ("frame",))
     for stage in FIT_STAGES:
         g = fits.create_group(stage)
         for name, (width, dim) in FIT_FIELDS.items():

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from body.params import BodyParams
 
 
 class RunStoreError(ValueError):
@@ -69,3 +75,35 @@ class NormalMaps:
     indices: np.ndarray
     front: np.ndarray
     back: np.ndarray
+
+
+@dataclass
+class FitArrays:
+    """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
+
+    Attributes:
+        indices: ``(n,) int64`` store positions t of the rows.
+        body: the body parameters of the n rows (:class:`body.params.BodyParams`: betas ``(n, 10)``, global_orient
+            ``(n, 3)``, body_pose ``(n, 69)`` axis-angle, transl ``(n, 3)`` metres); also readable as ``.betas`` etc.
+        camera: ``(n, 3)`` camera parameters (e.g. weak-perspective scale, tx, ty).
+    """
+
+    indices: torch.Tensor
+    body: BodyParams
+    camera: torch.Tensor
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.body.betas
+
+    @property
+    def global_orient(self) -> torch.Tensor:
+        return self.body.global_orient
+
+    @property
+    def body_pose(self) -> torch.Tensor:
+        return self.body.body_pose
+
+    @property
+    def transl(self) -> torch.Tensor:
+        return self.body.transl

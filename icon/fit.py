@@ -3,27 +3,43 @@
 Pure compute (tensors in, `BodyFit` out). The camera is weak-perspective (`OrthographicCamera` per frame): crops are
 square and person-centred, so a per-frame scale plus the body's x/y translation explains the projection well and keeps
 the problem well-conditioned (as ICON does).
+
+Depth comes from MediaPipe's metric 3D landmarks (``pose_world_landmarks``, a model trained on real people) when they
+are given: limb bone directions relative to the torso (orientation-invariant: the landmarks are rotated onto the
+body's torso first) and the relative depth order of landmark pairs in the camera frame, both weighted by visibility.
+The facing is chosen among discrete hypotheses about the up axis, per frame or, in a clip, as one track without
+sudden flips; the margin between the best and the next facing is the frame's confidence.
+
+Stages (`fit_body`): `fit_orientations` (camera + root, torso only, all hypotheses in one batch) →
+`select_facing_track` → `optimise_pose` (keypoints, then + silhouette) → `finish_fit`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmark_mask, mediapipe_landmarks_3d
 from body.params import BodyParams
-from geometry.cameras import OrthographicCamera
+from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import edge_topology, render_silhouette_soft
 
 log = logging.getLogger(__name__)
 
 # Indices (MediaPipe order) of the torso landmarks used to fix camera and global orientation first.
 _TORSO = (11, 12, 23, 24)  # left/right shoulder, left/right hip
+# Limb bones whose direction relative to the torso the 3D landmarks constrain (upper/lower arms and legs, feet).
+_LIMB_BONES = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 26), (26, 28), (29, 31), (30, 32))
+# Landmark pairs whose depth order (which one is nearer the camera) the 3D landmarks constrain.
+_FACING_PAIRS = ((11, 12), (23, 24), (0, 7), (0, 8))
+_DEPTH_PAIRS = _FACING_PAIRS + ((13, 14), (15, 16), (25, 26), (27, 28)) + _LIMB_BONES[:8]
 # body_pose (69) entries and signs penalised when bent the wrong way (elbows about y, knees about x), SMPLify-style.
 _BEND_IDX = (52, 55, 9, 12)
 _BEND_SIGN = (1.0, -1.0, -1.0, -1.0)
@@ -50,7 +66,33 @@ class FitConfig(BaseModel):
     w_bend_prior: float = Field(0.5, ge=0, description="Weight of the elbow/knee wrong-way-bend prior.")
     w_shape_prior: float = Field(0.005, ge=0, description="Weight of the β L2 prior.")
     w_smooth: float = Field(5.0, ge=0, description="Weight of the temporal smoothness of θ and t.")
-    n_orientations: int = Field(4, ge=1, le=8, description="Global-orientation hypotheses (about the up axis).")
+    camera: Literal["weak", "perspective", "auto"] = Field(
+        "auto",
+        description="weak-perspective, perspective (focal from `focal_px` or the field-of-view prior), or auto: both "
+        "after the orientation stage, keeping the one with the lower keypoint residual.",
+    )
+    fov_prior_deg: float = Field(
+        50.0, gt=1, lt=150, description="Field of view across the crop assumed when no focal length is given."
+    )
+    n_orientations: int = Field(4, ge=1, le=16, description="Global-orientation hypotheses (about the up axis).")
+    w_bones3d: float = Field(
+        100.0, ge=0, description="Weight of the 3D limb-direction term (1 - cos per bone, torso-aligned landmarks)."
+    )
+    w_facing3d: float = Field(
+        100.0, ge=0, description="Weight of the torso-facing term against the 3D landmarks ((1 - cos) / 2)."
+    )
+    w_depth_order: float = Field(
+        10.0, ge=0, description="Weight of the depth-order hinge (per pair, in units of depth_margin_m)."
+    )
+    depth_min_gap_m: float = Field(
+        0.08, ge=0, description="Pairs whose 3D-landmark depths differ by less than this carry no order."
+    )
+    depth_margin_m: float = Field(0.03, gt=0, description="The body must agree with the order by this much (m).")
+    min_visibility3d: float = Field(0.5, ge=0, le=1, description="3D landmarks below this visibility are ignored.")
+    w_joint_limits: float = Field(50.0, ge=0, description="Weight of the per-joint angle-limit prior.")
+    facing_jump_cost: float = Field(
+        50.0, ge=0, description="Cost of turning the facing between consecutive frames (x (1 - cos Δyaw) / 2)."
+    )
 
 
 @dataclass
@@ -65,6 +107,11 @@ class BodyFit:
         losses: (T,) final total loss per frame.
         keypoint_error_px: (T,) mean 2D error of the confident keypoints (px at `image_size`).
         history: per-iteration mean loss (for plots).
+        confidence: (T,) in [0, 1]: how much better the chosen facing explains the frame than the best other one
+            (> 45° apart); low values flag frames where the fit is unsure. None for fits made elsewhere.
+        focal_px: (T,) focal length (px at `image_size`) of the perspective camera the pose was fitted with, None
+            for a weak-perspective fit. Either way `camera` is the weak-perspective camera (scale = focal / depth of
+            the root) that the refinement and the implicit surface use.
     """
 
     body: BodyParams
@@ -73,6 +120,8 @@ class BodyFit:
     losses: torch.Tensor
     keypoint_error_px: torch.Tensor
     history: list[float] = field(default_factory=list)
+    confidence: torch.Tensor | None = None
+    focal_px: torch.Tensor | None = None
 
     @classmethod
     def from_params(
@@ -119,8 +168,9 @@ class BodyFit:
         return camera_from_params(self.camera, self.image_size, image_size or self.image_size)
 
     def detach(self) -> BodyFit:
+        opt = {k: None if getattr(self, k) is None else getattr(self, k).detach() for k in ("confidence", "focal_px")}
         return BodyFit(self.body.detach(), self.camera.detach(), self.image_size, self.losses.detach(),
-                       self.keypoint_error_px.detach(), list(self.history))  # fmt: skip
+                       self.keypoint_error_px.detach(), list(self.history), **opt)  # fmt: skip
 
 
 def camera_from_params(camera: torch.Tensor, size: int, out_size: int | None = None) -> OrthographicCamera:
@@ -132,10 +182,17 @@ def camera_from_params(camera: torch.Tensor, size: int, out_size: int | None = N
     )
 
 
-def _check_inputs(keypoints: torch.Tensor, masks: torch.Tensor | None, image_size: int) -> None:
+def _check_inputs(
+    keypoints: torch.Tensor, masks: torch.Tensor | None, image_size: int, keypoints3d: torch.Tensor | None = None
+) -> None:
     if keypoints.ndim != 3 or keypoints.shape[1:] != (33, 3):
         raise ValueError(
             f"keypoints must be (T, 33, 3) (x, y, confidence) in crop pixels, got {tuple(keypoints.shape)}"
+        )
+    if keypoints3d is not None and tuple(keypoints3d.shape) != (keypoints.shape[0], 33, 4):
+        raise ValueError(
+            f"keypoints3d must be (T, 33, 4) (x, y, z metres, visibility) with T={keypoints.shape[0]}, "
+            f"got {tuple(keypoints3d.shape)}"
         )
     if masks is not None and (masks.ndim != 3 or masks.shape[0] != keypoints.shape[0]):
         raise ValueError(f"masks must be (T, S, S) with T={keypoints.shape[0]}, got {tuple(masks.shape)}")
@@ -197,6 +254,472 @@ def initial_camera(keypoints: torch.Tensor, image_size: int, min_conf: float) ->
     return scale, torch.stack([tx, ty], dim=-1)
 
 
+# --------------------------------------------------------------------------------------------- priors and 3D terms
+def _joint_limits() -> torch.Tensor:
+    """(23, 3, 2) soft limits (radians) of each body_pose joint's local axis-angle components (SMPL rest frames).
+
+    Anatomical ranges with a margin: flexion axes wide, twist and side bend narrow; shoulders are left free.
+    """
+    lim = torch.tensor([-math.pi, math.pi]).expand(24, 3, 2).clone()
+
+    def put(joints: tuple[int, ...], ranges: list[tuple[float, float]]) -> None:
+        for j in joints:
+            lim[j] = torch.tensor(ranges)
+
+    put((1,), [(-2.2, 0.8), (-0.9, 0.9), (-0.5, 1.2)])  # left hip
+    put((2,), [(-2.2, 0.8), (-0.9, 0.9), (-1.2, 0.5)])  # right hip
+    put((4, 5), [(-0.1, 2.6), (-0.2, 0.2), (-0.2, 0.2)])  # knees: flexion about x only
+    put((7, 8), [(-0.8, 0.9), (-0.4, 0.4), (-0.4, 0.4)])  # ankles
+    put((10, 11, 22, 23), [(-0.4, 0.4)] * 3)  # feet, hands
+    put((3, 6, 9), [(-0.4, 0.8), (-0.6, 0.6), (-0.45, 0.45)])  # spine
+    put((12,), [(-0.6, 0.7), (-0.8, 0.8), (-0.5, 0.5)])  # neck
+    put((15,), [(-0.5, 0.6), (-0.7, 0.7), (-0.4, 0.4)])  # head
+    put((13, 14), [(-0.5, 0.5)] * 3)  # collars
+    put((18,), [(-0.4, 0.4), (-2.7, 0.1), (-0.4, 0.4)])  # left elbow: flexion about -y
+    put((19,), [(-0.4, 0.4), (-0.1, 2.7), (-0.4, 0.4)])  # right elbow: flexion about +y
+    put((20, 21), [(-0.8, 0.8), (-0.6, 0.6), (-1.0, 1.0)])  # wrists
+    return lim[1:]
+
+
+_JOINT_LIMITS = _joint_limits()
+
+
+def joint_limit_prior(body_pose: torch.Tensor) -> torch.Tensor:
+    """Squared excess of each joint's axis-angle components beyond their limits, (T, 69) → (T,) (mean, rad²)."""
+    lim = _JOINT_LIMITS.to(body_pose)
+    theta = body_pose.view(-1, 23, 3)
+    over = torch.relu(theta - lim[..., 1]) + torch.relu(lim[..., 0] - theta)
+    return (over**2).sum(dim=(1, 2)) / 23.0
+
+
+def mediapipe_world_to_camera(keypoints3d: torch.Tensor, min_visibility: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MediaPipe world landmarks (x right, y down, z away from the camera) → the fit's camera axes (x right, y up,
+    z towards the camera), hip-centred, and their weights.
+
+    Args:
+        keypoints3d: (T, 33, 4) metres + visibility.
+        min_visibility: landmarks below this get weight 0.
+
+    Returns:
+        points (T, 33, 3) and weights (T, 33) (visibility, or 0).
+    """
+    pts = torch.nan_to_num(keypoints3d[..., :3]) * keypoints3d.new_tensor([1.0, -1.0, -1.0])
+    vis = torch.nan_to_num(keypoints3d[..., 3])
+    return pts, torch.where(vis >= min_visibility, vis, torch.zeros_like(vis))
+
+
+def kabsch_rotation(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rotations R (B, 3, 3) minimising Σ w |R (src - s̄) - (dst - d̄)|² (weighted centroids); identity without weight.
+
+    Args:
+        src, dst: (B, N, 3) corresponding points.
+        weights: (B, N) non-negative.
+    """
+    wsum = weights.sum(-1, keepdim=True)
+    w = weights / wsum.clamp(min=1e-9)
+    mu_s = (w[..., None] * src).sum(1, keepdim=True)
+    mu_d = (w[..., None] * dst).sum(1, keepdim=True)
+    cov = ((src - mu_s) * w[..., None]).transpose(1, 2) @ (dst - mu_d)  # Σ w s dᵀ
+    u, _, vh = torch.linalg.svd(cov)
+    d = torch.sign(torch.det(vh.transpose(1, 2) @ u.transpose(1, 2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    fix = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=-1))
+    rot = vh.transpose(1, 2) @ fix @ u.transpose(1, 2)
+    eye = torch.eye(3, dtype=src.dtype, device=src.device).expand_as(rot)
+    return torch.where((wsum[..., None] > 0), rot, eye)
+
+
+def _pair_weights(weights: torch.Tensor, pairs: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    i = [a for a, _ in pairs]
+    j = [b for _, b in pairs]
+    return torch.minimum(weights[:, i], weights[:, j])
+
+
+def bone_direction_term(landmarks: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean (1 - cos) between the body's limb directions and the 3D landmarks' after rotating those onto the torso.
+
+    Orientation-invariant: the landmarks' torso (shoulders, hips) is aligned with the body's by `kabsch_rotation`
+    (no gradient through the alignment), so only where the limbs point relative to the torso counts.
+
+    Args:
+        landmarks: (B, 33, 3) the body's landmarks (camera frame).
+        target: (B, 33, 3) 3D landmarks (camera axes, `mediapipe_world_to_camera`).
+        weights: (B, 33) landmark weights.
+
+    Returns:
+        (B,) in [0, 2]; 0 for frames without weighted bones.
+    """
+    torso = list(_TORSO)
+    with torch.no_grad():
+        rot = kabsch_rotation(target[:, torso], landmarks[:, torso].detach(), weights[:, torso])
+    aligned = target @ rot.transpose(1, 2)
+    i = [a for a, _ in _LIMB_BONES]
+    j = [b for _, b in _LIMB_BONES]
+    d_body = torch.nn.functional.normalize(landmarks[:, j] - landmarks[:, i], dim=-1)
+    d_lm = torch.nn.functional.normalize(aligned[:, j] - aligned[:, i], dim=-1)
+    w = _pair_weights(weights, _LIMB_BONES)
+    cost = 1.0 - (d_body * d_lm).sum(-1)
+    return (w * cost).sum(-1) / w.sum(-1).clamp(min=1e-6)
+
+
+def torso_facing(points: torch.Tensor) -> torch.Tensor:
+    """Unit facing direction of a torso, (B, 33, 3) landmarks → (B, 3): (left - right shoulder) × (shoulders - hips),
+    +Z for a body facing the camera in the fit's camera axes."""
+    across = points[:, 11] - points[:, 12]
+    up = (points[:, 11] + points[:, 12] - points[:, 23] - points[:, 24]) / 2
+    return torch.nn.functional.normalize(torch.cross(across, up, dim=-1), dim=-1)
+
+
+def facing_term(landmarks: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(1 - cos) / 2 between the body's and the 3D landmarks' torso facing (camera frame), weighted by the least
+    visible torso landmark, (B,)."""
+    w = weights[:, list(_TORSO)].amin(dim=-1)
+    return w * (1.0 - (torso_facing(landmarks) * torso_facing(target)).sum(-1)) / 2
+
+
+def depth_order_term(
+    landmarks: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    pairs: tuple[tuple[int, int], ...],
+    min_gap: float,
+    margin: float,
+) -> torch.Tensor:
+    """Hinge on the depth order of landmark pairs: where the 3D landmarks put one of a pair clearly nearer the
+    camera (by > ``min_gap`` m), the body must too, by ``margin`` m; cost (margin - signed gap)₊ / margin.
+
+    Args:
+        landmarks: (B, 33, 3) the body's landmarks, camera frame (z towards the camera).
+        target: (B, 33, 3) 3D landmarks in the same axes.
+        weights: (B, 33) landmark weights.
+        pairs: landmark index pairs.
+
+    Returns:
+        (B,) weighted mean cost; 0 for frames without an ordered pair.
+    """
+    i = [a for a, _ in pairs]
+    j = [b for _, b in pairs]
+    dz_t = target[:, i, 2] - target[:, j, 2]
+    dz_b = landmarks[:, i, 2] - landmarks[:, j, 2]
+    w = _pair_weights(weights, pairs) * (dz_t.abs() > min_gap).to(landmarks)
+    cost = torch.relu(margin - torch.sign(dz_t) * dz_b) / margin
+    return (w * cost).sum(-1) / w.sum(-1).clamp(min=1e-6)
+
+
+def facing_yaw(global_orient: torch.Tensor) -> torch.Tensor:
+    """Yaw (radians, about the camera's up axis) of the root's facing direction +Z, (B, 3) → (B,); 0 = facing the
+    camera."""
+    angle = global_orient.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    axis = global_orient / angle
+    z = global_orient.new_tensor([0.0, 0.0, 1.0]).expand_as(axis)
+    c, s = torch.cos(angle), torch.sin(angle)
+    f = z * c + torch.cross(axis, z, dim=-1) * s + axis * (axis * z).sum(-1, keepdim=True) * (1 - c)  # Rodrigues
+    return torch.atan2(f[:, 0], f[:, 2])
+
+
+def select_facing_track(
+    scores: torch.Tensor, yaws: torch.Tensor, jump_cost: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One facing per frame from H hypotheses: the path minimising score + jump_cost · (1 - cos Δyaw)/2 (Viterbi),
+    and each frame's confidence.
+
+    Args:
+        scores: (H, T) per-hypothesis loss (lower is better).
+        yaws: (H, T) each hypothesis's facing yaw (radians).
+        jump_cost: cost of a half turn between consecutive frames.
+
+    Returns:
+        chosen (T,) hypothesis index and confidence (T,) in [0, 1]: 1 - best / (best other facing, > 45° away),
+        the frame's own scores only.
+    """
+    H, T = scores.shape
+    cost = scores[:, 0].clone()
+    back = torch.zeros(H, T, dtype=torch.long, device=scores.device)
+    for t in range(1, T):
+        turn = (1.0 - torch.cos(yaws[None, :, t] - yaws[:, None, t - 1])) / 2  # (H_prev, H_now)
+        total = cost[:, None] + jump_cost * turn
+        cost, back[:, t] = total.min(dim=0)
+        cost = cost + scores[:, t]
+    chosen = torch.empty(T, dtype=torch.long, device=scores.device)
+    chosen[-1] = int(cost.argmin())
+    for t in range(T - 1, 0, -1):
+        chosen[t - 1] = back[chosen[t], t]
+    frames = torch.arange(T, device=scores.device)
+    best = scores[chosen, frames]
+    apart = torch.cos(yaws - yaws[chosen, frames][None]) < math.cos(math.radians(45.0))
+    other = torch.where(apart, scores, torch.full_like(scores, math.inf)).amin(dim=0)
+    conf = torch.where(torch.isfinite(other), 1.0 - best.clamp(min=0) / other.clamp(min=1e-9), torch.ones_like(best))
+    return chosen, conf.clamp(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------ the stages
+@dataclass
+class FitData:
+    """Everything the stages share: targets, weights and sizes (tensors on the model's device).
+
+    Attributes:
+        kp_xy: (T, 33, 2) keypoints in crop pixels; conf: (T, 33) their weights (0 = unused).
+        lm3d: (T, 33, 3) 3D landmarks in camera axes or None; w3d: (T, 33) their weights.
+        masks_lr: (T, R, R) float masks at the silhouette resolution, or None.
+        cx: (T,) principal point (crop centre); sigma, norm: robust scale and px normalisation (to 512 px).
+        focal: (T,) focal length in crop pixels for a perspective camera, None for weak perspective.
+    """
+
+    kp_xy: torch.Tensor
+    conf: torch.Tensor
+    lm3d: torch.Tensor | None
+    w3d: torch.Tensor | None
+    masks_lr: torch.Tensor | None
+    cx: torch.Tensor
+    image_size: int
+    sigma: float
+    norm: float
+    focal: torch.Tensor | None = None
+
+    @property
+    def frames(self) -> int:
+        return int(self.kp_xy.shape[0])
+
+
+@dataclass
+class FitParams:
+    """The optimised variables: betas (1, 10); orient (B, 3); pose (B, 69); transl (B, 3); log_scale (B,)."""
+
+    betas: torch.Tensor
+    orient: torch.Tensor
+    pose: torch.Tensor
+    transl: torch.Tensor
+    log_scale: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> FitParams:
+        """Rows ``index`` of the per-frame variables (β kept), as new leaf tensors."""
+        return FitParams(self.betas.detach().clone(), self.orient[index].detach().clone(),
+                         self.pose[index].detach().clone(), self.transl[index].detach().clone(),
+                         self.log_scale[index].detach().clone())  # fmt: skip
+
+
+def prepare_fit_data(
+    model: torch.nn.Module,
+    keypoints: torch.Tensor,
+    masks: torch.Tensor | None,
+    image_size: int,
+    cfg: FitConfig,
+    keypoints3d: torch.Tensor | None,
+    focal_px: torch.Tensor | None = None,
+) -> FitData:
+    """Targets and weights of `fit_body` on the model's device (see `FitData`)."""
+    device, dtype = model.device, torch.float32
+    kp = keypoints.to(device, dtype)
+    T = kp.shape[0]
+    conf = torch.where(kp[..., 2] >= cfg.min_confidence, kp[..., 2], torch.zeros_like(kp[..., 2]))
+    conf = conf * mediapipe_landmark_mask(model).to(device, dtype)[None]
+    lm3d = w3d = None
+    if keypoints3d is not None:
+        lm3d, w3d = mediapipe_world_to_camera(keypoints3d.to(device, dtype), cfg.min_visibility3d)
+        w3d = w3d * mediapipe_landmark_mask(model).to(device, dtype)[None]
+    masks_lr = None
+    if masks is not None and cfg.silhouette_iters > 0 and cfg.w_silhouette > 0:
+        res = cfg.silhouette_resolution
+        m = masks.to(device=device, dtype=dtype)[:, None]
+        masks_lr = torch.nn.functional.interpolate(m, size=(res, res), mode="area")[:, 0]
+    cx = torch.full((T,), image_size / 2, device=device, dtype=dtype)
+    focal = None
+    if cfg.camera != "weak":
+        prior = image_size / (2.0 * math.tan(math.radians(cfg.fov_prior_deg) / 2.0))
+        focal = torch.full((T,), prior, device=device, dtype=dtype) if focal_px is None else focal_px.to(device, dtype)
+    return FitData(torch.nan_to_num(kp[..., :2]), conf, lm3d, w3d, masks_lr, cx, image_size,
+                   cfg.robust_sigma_px * image_size / 512.0, image_size / 512.0, focal)  # fmt: skip
+
+
+def _forward(model: torch.nn.Module, data: FitData, p: FitParams):
+    """Posed body, its 33 landmarks (B, 33, 3), their pixels (B, 33, 2) and the cameras, for B = k·T rows."""
+    out = model(betas=p.betas.expand(p.orient.shape[0], -1), global_orient=p.orient, body_pose=p.pose,
+                transl=p.transl)  # fmt: skip
+    lm3d, _ = mediapipe_landmarks_3d(model, out)
+    k = p.orient.shape[0] // data.frames
+    c = data.cx.repeat(k)
+    s = data.image_size
+    if data.focal is None:
+        cam = OrthographicCamera(scale=p.log_scale.exp(), cx=c, cy=c, width=s, height=s)
+        return out, lm3d, cam.project(lm3d), cam
+    # Perspective: the body sits at the depth focal / scale where the weak-perspective scale holds for the root, so
+    # both cameras share the same variables (x, y in metres at the body, log scale).
+    f = data.focal.repeat(k)
+    depth = torch.stack([torch.zeros_like(f), torch.zeros_like(f), -f / p.log_scale.exp()], dim=-1)
+    cam = PerspectiveCamera(focal=f, cx=c, cy=c, width=s, height=s)
+    shifted = dataclasses.replace(out, vertices=out.vertices + depth[:, None], joints=out.joints + depth[:, None])
+    return shifted, lm3d + depth[:, None], cam.project(lm3d + depth[:, None]), cam
+
+
+def _keypoint_term(data: FitData, uv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    k = uv.shape[0] // data.frames
+    r2 = ((uv - data.kp_xy.repeat(k, 1, 1)) / data.norm).pow(2).sum(-1)
+    rho = geman_mcclure(r2, data.sigma / data.norm)
+    return (rho * weights).sum(-1) / weights.sum(-1).clamp(min=1e-6)
+
+
+def _depth_terms(data: FitData, cfg: FitConfig, lm: torch.Tensor, pairs, bones: bool) -> torch.Tensor:
+    """Weighted 3D-landmark terms (B,) for B = k·T rows (zeros without 3D landmarks)."""
+    if data.lm3d is None:
+        return lm.new_zeros(lm.shape[0])
+    k = lm.shape[0] // data.frames
+    target, w = data.lm3d.repeat(k, 1, 1), data.w3d.repeat(k, 1)
+    out = cfg.w_depth_order * depth_order_term(lm, target, w, pairs, cfg.depth_min_gap_m, cfg.depth_margin_m)
+    out = out + cfg.w_facing3d * facing_term(lm, target, w)
+    if bones:
+        out = out + cfg.w_bones3d * bone_direction_term(lm, target, w)
+    return out
+
+
+def fit_orientations(
+    model: torch.nn.Module, data: FitData, cfg: FitConfig, history: list[float], progress=None
+) -> tuple[FitParams, torch.Tensor]:
+    """Stage 1: camera scale, x/y translation and root orientation from H facing hypotheses about the up axis, all in
+    one batch, on the torso keypoints (+ face, + the depth order of shoulders, hips and face when 3D landmarks exist).
+
+    Returns:
+        params of all H·T rows (hypothesis-major) and their scores (H, T).
+    """
+    T, device, dtype = data.frames, data.kp_xy.device, data.kp_xy.dtype
+    H = cfg.n_orientations
+    scale0, txy0 = initial_camera(torch.cat([data.kp_xy, data.conf[..., None]], -1), data.image_size, 1e-6)
+    # SMPL's zero orientation faces +Z (the camera); a body seen from behind needs a turn of π about Y.
+    angles = torch.arange(H, device=device, dtype=dtype) * (2 * math.pi / H)
+    p = FitParams(
+        betas=torch.zeros(1, 10, device=device, dtype=dtype),
+        orient=_axis_angle_about_y(angles.repeat_interleave(T)).requires_grad_(True),
+        pose=torch.zeros(H * T, 69, device=device, dtype=dtype),
+        transl=torch.cat([txy0, torch.zeros(T, 1, device=device, dtype=dtype)], -1).repeat(H, 1).requires_grad_(True),
+        log_scale=scale0.log().repeat(H).clone().requires_grad_(True),
+    )
+    w = torch.zeros_like(data.conf)
+    w[:, list(_TORSO)] = data.conf[:, list(_TORSO)]
+    w[:, :11] = data.conf[:, :11] * 0.3  # the face tells front from back (the nose is in front of the head)
+    w = w.repeat(H, 1)
+
+    def score() -> torch.Tensor:
+        _, lm, uv, _ = _forward(model, data, p)
+        return _keypoint_term(data, uv, w) + _depth_terms(data, cfg, lm, _FACING_PAIRS, bones=False)
+
+    opt = torch.optim.Adam([p.orient, p.transl, p.log_scale], lr=cfg.lr)
+    for it in range(cfg.orient_iters):
+        opt.zero_grad()
+        loss = score().sum() / T
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            p.transl[:, 2] = 0.0
+        history.append(float(loss.detach()) / H)
+        if progress:
+            progress("orientation", it + 1, cfg.orient_iters)
+    with torch.no_grad():
+        scores = score().view(H, T)
+    return p, scores
+
+
+def _resized_camera(cam, k: float, size: int):
+    """The same view at ``size`` px (pixel units scaled by ``k``)."""
+    if isinstance(cam, PerspectiveCamera):
+        return PerspectiveCamera(focal=cam.focal * k, cx=cam.cx * k, cy=cam.cy * k, width=size, height=size)
+    return OrthographicCamera(scale=cam.scale * k, cx=cam.cx * k, cy=cam.cy * k, width=size, height=size)
+
+
+def frame_loss(model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, use_sil: bool, topo=None):
+    """Per-row loss (B,) of the pose stages and the landmark pixels (B, 33, 2)."""
+    out, lm, uv, cam = _forward(model, data, p)
+    k = p.orient.shape[0] // data.frames
+    per = cfg.w_keypoints * _keypoint_term(data, uv, data.conf.repeat(k, 1))
+    per = per + _depth_terms(data, cfg, lm, _DEPTH_PAIRS, bones=True)
+    per = per + cfg.w_pose_prior * pose_prior(p.pose) + cfg.w_bend_prior * bend_prior(p.pose)
+    per = per + cfg.w_joint_limits * joint_limit_prior(p.pose) + cfg.w_shape_prior * (p.betas**2).sum()
+    if k == 1:
+        per = per + cfg.w_smooth * (temporal_smoothness(p.pose) + temporal_smoothness(p.transl * 10.0))
+    if use_sil and data.masks_lr is not None:
+        res, s = data.masks_lr.shape[-1], data.image_size
+        cam_lr = _resized_camera(cam, res / s, res)
+        sil = render_silhouette_soft(out.vertices, model.faces, cam_lr, res, res, sigma_px=1.0, topology=topo)
+        per = per + cfg.w_silhouette * 100.0 * ((sil - data.masks_lr.repeat(k, 1, 1)) ** 2).mean(dim=(1, 2))
+    return per, uv
+
+
+def optimise_pose(
+    model: torch.nn.Module,
+    data: FitData,
+    cfg: FitConfig,
+    p: FitParams,
+    history: list[float],
+    progress=None,
+    stages: tuple[str, ...] = ("pose", "silhouette"),
+) -> FitParams:
+    """Stages 2-3: pose, shape, translation and camera on all keypoints (+ 3D landmarks), then + the silhouette."""
+    for t in (p.orient, p.transl, p.log_scale, p.pose, p.betas):
+        t.requires_grad_(True)
+    topo = edge_topology(model.faces) if data.masks_lr is not None else None
+    sil_iters = cfg.silhouette_iters if data.masks_lr is not None else 0
+    plan = {"pose": (cfg.pose_iters, False), "silhouette": (sil_iters, True)}
+    for name in stages:
+        iters, use_sil = plan[name]
+        opt = torch.optim.Adam([p.orient, p.transl, p.log_scale, p.pose, p.betas], lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=cfg.lr * 0.1)
+        for it in range(iters):
+            opt.zero_grad()
+            per, _ = frame_loss(model, data, cfg, p, use_sil, topo)
+            loss = per.mean()
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                p.transl[:, 2] = 0.0
+            history.append(float(loss.detach()))
+            if progress:
+                progress(name, it + 1, iters)
+    return p
+
+
+def choose_camera(
+    model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], progress=None
+) -> tuple[FitData, FitParams]:
+    """Fit the pose on the keypoints for half the pose steps with the weak-perspective and the perspective camera from
+    the same start; keep the camera whose fit explains the keypoints better: the lower mean keypoint loss over the
+    clip (2D robust residual + the 3D-landmark terms + priors, no silhouette) (``cfg.camera == "auto"``)."""
+    weak = dataclasses.replace(data, focal=None)
+    half = cfg.model_copy(update={"pose_iters": max(cfg.pose_iters // 2, 1)})
+    fits = []
+    for d in (weak, data):
+        q = optimise_pose(model, d, half, p.take(torch.arange(d.frames, device=p.orient.device)), history, progress,
+                          stages=("pose",))  # fmt: skip
+        with torch.no_grad():
+            fits.append((float(frame_loss(model, d, cfg, q, use_sil=False)[0].mean()), d, q))
+    log.info("fit_body: keypoint loss weak-perspective %.4g, perspective %.4g", fits[0][0], fits[1][0])
+    _, d, q = min(fits, key=lambda f: f[0])
+    return d, q
+
+
+def finish_fit(
+    model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], confidence
+) -> BodyFit:
+    """Final per-frame losses and keypoint errors; the detached `BodyFit`."""
+    T = data.frames
+    with torch.no_grad():
+        topo = edge_topology(model.faces) if data.masks_lr is not None else None
+        per, uv = frame_loss(model, data, cfg, p, data.masks_lr is not None, topo)
+        err = (uv - data.kp_xy).norm(dim=-1)
+        valid = (data.conf > 0).to(err)
+        kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        camera = torch.stack([p.log_scale.exp(), data.cx, data.cx], dim=-1)
+    return BodyFit(
+        body=BodyParams(p.betas.detach().expand(T, -1).clone(), p.orient.detach().clone(), p.pose.detach().clone(),
+                        p.transl.detach().clone()),
+        camera=camera.detach(),
+        image_size=data.image_size,
+        losses=per.detach(),
+        keypoint_error_px=kp_err.detach(),
+        history=history,
+        confidence=confidence.detach(),
+        focal_px=None if data.focal is None else data.focal.clone(),
+    )
+
+
 def fit_body(
     model: torch.nn.Module,
     keypoints: torch.Tensor,
@@ -204,6 +727,8 @@ def fit_body(
     image_size: int,
     config: FitConfig | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    keypoints3d: torch.Tensor | None = None,
+    focal_px: torch.Tensor | None = None,
 ) -> BodyFit:
     """Fit the body model to a clip: shared β, per-frame pose, translation and weak-perspective camera.
 
@@ -214,136 +739,27 @@ def fit_body(
         image_size: S, the side of the square crops.
         config: `FitConfig`.
         progress: optional callback (stage, step, total).
+        keypoints3d: optional (T, 33, 4) MediaPipe world landmarks (metres, x right, y down, z away from the camera,
+            hip-centred) + visibility; visibility 0 = missing.
+        focal_px: optional (T,) known focal length in crop pixels (EXIF or calibration) for the perspective camera.
 
     Returns:
         `BodyFit` with detached tensors on the model's device.
     """
     cfg = config or FitConfig()
-    _check_inputs(keypoints, masks, image_size)
-    device = model.device
-    dtype = torch.float32
-    kp = keypoints.to(device, dtype)
-    T = kp.shape[0]
-    conf = torch.where(kp[..., 2] >= cfg.min_confidence, kp[..., 2], torch.zeros_like(kp[..., 2]))
-    lm_valid = mediapipe_landmark_mask(model)
-    conf = conf * lm_valid.to(device, dtype)[None]
-    kp_xy = torch.nan_to_num(kp[..., :2])
-    sigma = cfg.robust_sigma_px * image_size / 512.0
-    norm = image_size / 512.0  # residuals measured as if at 512 px so weights do not depend on S
-
-    scale0, txy0 = initial_camera(kp, image_size, cfg.min_confidence)
-    cx = torch.full((T,), image_size / 2, device=device, dtype=dtype)
-
-    def forward(betas, orient, pose, transl, log_scale):
-        out = model(betas=betas.expand(orient.shape[0], -1), global_orient=orient, body_pose=pose, transl=transl)
-        lm3d, _ = mediapipe_landmarks_3d(model, out)
-        c = cx.repeat(orient.shape[0] // T)
-        cam = OrthographicCamera(scale=log_scale.exp(), cx=c, cy=c, width=image_size, height=image_size)
-        uv = cam.project(lm3d)
-        return out, uv, cam
-
-    def keypoint_term(uv, weights, kp_target):
-        r2 = ((uv - kp_target) / norm).pow(2).sum(-1)
-        rho = geman_mcclure(r2, sigma / norm)
-        return (rho * weights).sum(-1) / weights.sum(-1).clamp(min=1e-6)
-
-    # Stage 1: several global-orientation hypotheses about the up axis, torso only, then keep the best per frame.
-    H = cfg.n_orientations
-    angles = [2 * math.pi * k / H for k in range(H)]
-    # SMPL's zero orientation faces +Z (the camera); a body seen from behind needs a turn of π about Y.
-    orient = torch.cat([_axis_angle_about_y(torch.full((T,), a, device=device, dtype=dtype)) for a in angles])
-    orient = orient.clone().requires_grad_(True)
-    transl = torch.cat([txy0, torch.zeros(T, 1, device=device, dtype=dtype)], dim=-1).repeat(H, 1).requires_grad_(True)
-    log_scale = scale0.log().repeat(H).clone().requires_grad_(True)
-    betas = torch.zeros(1, 10, device=device, dtype=dtype, requires_grad=True)
-    pose = torch.zeros(H * T, 69, device=device, dtype=dtype)
-    torso_w = torch.zeros_like(conf)
-    torso_w[:, list(_TORSO)] = conf[:, list(_TORSO)]
-    # face landmarks disambiguate front/back (the nose is in front of the head)
-    face_w = torch.zeros_like(conf)
-    face_w[:, :11] = conf[:, :11] * 0.3
-    w1 = (torso_w + face_w).repeat(H, 1)
-    target1 = kp_xy.repeat(H, 1, 1)
-    opt = torch.optim.Adam([orient, transl, log_scale], lr=cfg.lr)
+    _check_inputs(keypoints, masks, image_size, keypoints3d)
+    data = prepare_fit_data(model, keypoints, masks, image_size, cfg, keypoints3d, focal_px)
     history: list[float] = []
-    for it in range(cfg.orient_iters):
-        opt.zero_grad()
-        _, uv, _ = forward(betas.detach(), orient, pose, transl, log_scale)
-        loss_f = keypoint_term(uv, w1, target1)
-        loss = loss_f.sum() / T
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            transl[:, 2] = 0.0
-        history.append(float(loss.detach()) / H)
-        if progress:
-            progress("orientation", it + 1, cfg.orient_iters)
-    with torch.no_grad():
-        _, uv, _ = forward(betas, orient, pose, transl, log_scale)
-        per_h = keypoint_term(uv, w1, target1).view(H, T)
-        best = per_h.argmin(dim=0)
-        idx = best * T + torch.arange(T, device=device)
-        orient0, transl0, log_scale0 = orient[idx].clone(), transl[idx].clone(), log_scale[idx].clone()
-
-    orient = orient0.requires_grad_(True)
-    transl = transl0.requires_grad_(True)
-    log_scale = log_scale0.requires_grad_(True)
-    pose = torch.zeros(T, 69, device=device, dtype=dtype, requires_grad=True)
-
-    res = cfg.silhouette_resolution
-    masks_lr = None
-    if masks is not None and cfg.silhouette_iters > 0 and cfg.w_silhouette > 0:
-        m = masks.to(device=device, dtype=dtype)[:, None]
-        masks_lr = torch.nn.functional.interpolate(m, size=(res, res), mode="area")[:, 0]
-    w_all = conf
-    topo = edge_topology(model.faces) if masks_lr is not None else None
-
-    def total_loss(use_sil: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        out, uv, cam = forward(betas, orient, pose, transl, log_scale)
-        per = cfg.w_keypoints * keypoint_term(uv, w_all, kp_xy)
-        per = per + cfg.w_pose_prior * pose_prior(pose)
-        per = per + cfg.w_bend_prior * bend_prior(pose)
-        per = per + cfg.w_shape_prior * (betas**2).sum()
-        per = per + cfg.w_smooth * (temporal_smoothness(pose) + temporal_smoothness(transl * 10.0))
-        if use_sil and masks_lr is not None:
-            cam_lr = OrthographicCamera(
-                scale=cam.scale * res / image_size, cx=cam.cx * res / image_size, cy=cam.cy * res / image_size,
-                width=res, height=res,
-            )
-            sil = render_silhouette_soft(out.vertices, model.faces, cam_lr, res, res, sigma_px=1.0, topology=topo)
-            per = per + cfg.w_silhouette * 100.0 * ((sil - masks_lr) ** 2).mean(dim=(1, 2))
-        return per, uv
-
-    sil_iters = cfg.silhouette_iters if masks_lr is not None else 0
-    stages = [("pose", cfg.pose_iters, False), ("silhouette", sil_iters, True)]
-    for name, iters, use_sil in stages:
-        opt = torch.optim.Adam([orient, transl, log_scale, pose, betas], lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=cfg.lr * 0.1)
-        for it in range(iters):
-            opt.zero_grad()
-            per, _ = total_loss(use_sil)
-            loss = per.mean()
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                transl[:, 2] = 0.0
-            history.append(float(loss.detach()))
-            if progress:
-                progress(name, it + 1, iters)
-
-    with torch.no_grad():
-        per, uv = total_loss(masks_lr is not None)
-        err = (uv - kp_xy).norm(dim=-1)
-        valid = (w_all > 0).to(dtype)
-        kp_err = (err * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-        camera = torch.stack([log_scale.exp(), cx, cx], dim=-1)
-    return BodyFit(
-        body=BodyParams(betas.detach().expand(T, -1).clone(), orient.detach().clone(), pose.detach().clone(),
-                        transl.detach().clone()),
-        camera=camera.detach(),
-        image_size=image_size,
-        losses=per.detach(),
-        keypoint_error_px=kp_err.detach(),
-        history=history,
-    )
+    hyp, scores = fit_orientations(model, data, cfg, history, progress)
+    T, H = data.frames, scores.shape[0]
+    yaws = facing_yaw(hyp.orient.detach()).view(H, T)
+    chosen, confidence = select_facing_track(scores, yaws, cfg.facing_jump_cost)
+    p = hyp.take(chosen * T + torch.arange(T, device=chosen.device))
+    p.pose = torch.zeros(T, 69, device=p.orient.device, dtype=p.orient.dtype)
+    if cfg.camera == "auto":
+        data, p = choose_camera(model, data, cfg, p, history, progress)
+        rest = cfg.model_copy(update={"pose_iters": cfg.pose_iters - max(cfg.pose_iters // 2, 1)})
+        p = optimise_pose(model, data, rest, p, history, progress)
+    else:
+        p = optimise_pose(model, data, cfg, p, history, progress)
+    return finish_fit(model, data, cfg, p, history, confidence)

@@ -39,10 +39,13 @@ class PoseEstimate:
     Attributes:
         keypoints: (33, 3) float32, (x, y) in pixels of the image given to the detector, then confidence in [0, 1].
         mask: (H, W) float32 soft person segmentation in [0, 1], same size as that image.
+        keypoints3d: optional (33, 4) float32 metric 3D landmarks (MediaPipe's ``pose_world_landmarks``: metres,
+            origin between the hips, x right, y down, z away from the camera, as the image's axes), then visibility.
     """
 
     keypoints: np.ndarray
     mask: np.ndarray
+    keypoints3d: np.ndarray | None = None
 
 
 PoseDetector = Callable[[np.ndarray], PoseEstimate | None]
@@ -95,7 +98,12 @@ class PersonDetector:
             mask = np.zeros((h, w), np.float32)
         else:
             mask = np.asarray(result.segmentation_mask, dtype=np.float32)
-        return PoseEstimate(keypoints=keypoints, mask=mask)
+        keypoints3d = None
+        if result.pose_world_landmarks is not None:
+            keypoints3d = np.array(
+                [(lm.x, lm.y, lm.z, lm.visibility) for lm in result.pose_world_landmarks.landmark], dtype=np.float32
+            )
+        return PoseEstimate(keypoints=keypoints, mask=mask, keypoints3d=keypoints3d)
 
     def close(self) -> None:
         """Release the MediaPipe graph (idempotent)."""
@@ -449,6 +457,8 @@ class PersonTrack:
         boxes: (T, 4) float32 (x0, y0, x1, y1) around mask and confident keypoints; zeros on skipped frames.
         valid: (T,) bool, False where the frame was skipped.
         reasons: T entries, None for valid frames, else why the frame was skipped.
+        keypoints3d: (T, 33, 4) float32 metric 3D landmarks + visibility (see `PoseEstimate`); zeros where the
+            frame was skipped or the detector gave none (visibility 0 = unused).
     """
 
     keypoints: np.ndarray
@@ -456,6 +466,7 @@ class PersonTrack:
     boxes: np.ndarray
     valid: np.ndarray
     reasons: list[str | None] = field(default_factory=list)
+    keypoints3d: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -468,6 +479,7 @@ class _Candidate:
     keypoints: np.ndarray  # (33, 3) source pixels
     mask: np.ndarray  # (H, W) bool, cleaned
     box: np.ndarray  # (4,)
+    keypoints3d: np.ndarray | None = None  # (33, 4) metric landmarks + visibility (crop-independent)
 
 
 def detect_person(
@@ -508,6 +520,7 @@ def detect_person(
         boxes=np.zeros((t_all, 4), np.float32),
         valid=np.zeros(t_all, bool),
         reasons=[None] * t_all,
+        keypoints3d=np.zeros((t_all, NUM_KEYPOINTS, 4), np.float32),
     )
     last_box: np.ndarray | None = None
     lost = 0
@@ -526,6 +539,8 @@ def detect_person(
             logger.debug("frame %d skipped: %s", t, reason)
             continue
         track.keypoints[t] = candidate.keypoints
+        if candidate.keypoints3d is not None:
+            track.keypoints3d[t] = candidate.keypoints3d
         track.masks[t] = candidate.mask
         track.boxes[t] = candidate.box
         track.valid[t] = True
@@ -576,7 +591,9 @@ def _detect_frame(
     mask = clean_person_mask(
         result.mask, keypoints=result.keypoints, close_radius=0, min_keypoint_confidence=config.keypoint_confidence
     )
-    candidate = _Candidate(result.keypoints, mask, _person_box(mask, result.keypoints, h, w, config))
+    candidate = _Candidate(
+        result.keypoints, mask, _person_box(mask, result.keypoints, h, w, config), result.keypoints3d
+    )
     return _validate(candidate, h, w, config)
 
 
@@ -657,6 +674,9 @@ def _run_in_crop(
     if estimate is None:
         return None
     keypoints = crop_to_source(np.asarray(estimate.keypoints, np.float32)[None], crop[None], size)[0]
+    # Metric landmarks are camera-aligned and hip-centred: a square crop (shift + scale) leaves them unchanged.
+    kp3 = getattr(estimate, "keypoints3d", None)
+    kp3 = None if kp3 is None else np.asarray(kp3, np.float32).reshape(NUM_KEYPOINTS, 4)
     soft = cv2.warpAffine(
         np.asarray(estimate.mask, np.float32),
         crop_affine(crop, size),
@@ -668,9 +688,9 @@ def _run_in_crop(
         binary = soft > config.mask_threshold
         if config.close_radius > 0:
             binary = cv2.morphologyEx(binary.astype(np.uint8), cv2.MORPH_CLOSE, _disc(config.close_radius)) > 0
-        return _Candidate(keypoints, binary, np.zeros(4, np.float32))
+        return _Candidate(keypoints, binary, np.zeros(4, np.float32), kp3)
     mask = clean_person_mask(soft, config.mask_threshold, keypoints, config.close_radius, config.keypoint_confidence)
-    return _Candidate(keypoints, mask, _person_box(mask, keypoints, h, w, config))
+    return _Candidate(keypoints, mask, _person_box(mask, keypoints, h, w, config), kp3)
 
 
 def _validate(

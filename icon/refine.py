@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmarks_3d
 from body.params import BodyParams
-from geometry.cameras import OrthographicCamera
+from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
 from icon.fit import BodyFit, bend_prior, geman_mcclure, pose_prior
@@ -83,7 +83,9 @@ class RefineConfig(BaseModel):
         False, description="Also optimise the per-frame camera scale (cx, cy stay: the translation covers shifts)."
     )
     optimise_betas: bool = Field(
-        True, description="Optimise the shared β; set False when a video is refined in several frame batches."
+        False,
+        description="Optimise the shared β. Off by default: β comes from the initial fit (keypoints, 3D landmarks, "
+        "silhouette), as for a video; fitted to clothed normals and masks it grows into the clothing.",
     )
     early_stop_patience: int = Field(
         6,
@@ -206,7 +208,7 @@ def refinement_loss(
     global_orient: torch.Tensor,
     body_pose: torch.Tensor,
     transl: torch.Tensor,
-    camera: OrthographicCamera,
+    camera: Camera,
     targets: RefineTargets,
     config: RefineConfig,
     keypoints: torch.Tensor | None = None,
@@ -263,7 +265,7 @@ def refinement_loss(
     return RefineLoss(nf, nb, sil, kp, prior, total)
 
 
-def _render_body_normals(model, betas, orient, pose, transl, camera: OrthographicCamera):
+def _render_body_normals(model, betas, orient, pose, transl, camera: Camera):
     """Non-differentiable front/back body normal maps at the camera's size, (T, S, S, 3) each."""
     with torch.no_grad():
         out = model(betas=betas, global_orient=orient, body_pose=pose, transl=transl)
@@ -287,6 +289,8 @@ class _RefineParams:
     camera0: torch.Tensor
     size: int
     image_size: int
+    focal: torch.Tensor | None = None
+    source: BodyFit | None = None
 
     @classmethod
     def from_fit(cls, fit: BodyFit, cfg: RefineConfig, size: int, device: torch.device, dtype: torch.dtype) -> Self:
@@ -302,15 +306,27 @@ class _RefineParams:
             camera0=cam0,
             size=size,
             image_size=fit.image_size,
+            focal=None if fit.focal_px is None else fit.focal_px.to(device, dtype) * size / fit.image_size,
+            source=fit,
         )
 
     def trainable(self, cfg: RefineConfig) -> list[torch.Tensor]:
         params = [self.orient, self.pose, self.transl_xy] + ([self.betas] if cfg.optimise_betas else [])
         return params + ([self.log_scale] if cfg.optimise_camera else [])
 
-    def camera(self) -> OrthographicCamera:
-        s = self.size
-        return OrthographicCamera(scale=self.log_scale.exp(), cx=self.cxy[:, 0], cy=self.cxy[:, 1], width=s, height=s)
+    def camera(self) -> Camera:
+        """A fit made with a perspective camera (`BodyFit.focal_px`) is refined with it: the body sits at the depth
+        focal / scale (`render_transl`), so the weak-perspective scale still holds at the root."""
+        s, c = self.size, self.cxy
+        if self.focal is not None:
+            return PerspectiveCamera(focal=self.focal, cx=c[:, 0], cy=c[:, 1], width=s, height=s)
+        return OrthographicCamera(scale=self.log_scale.exp(), cx=c[:, 0], cy=c[:, 1], width=s, height=s)
+
+    def render_transl(self) -> torch.Tensor:
+        """The translation the camera sees (the perspective depth added)."""
+        if self.focal is None:
+            return self.transl()
+        return torch.cat([self.transl_xy, self.transl_z - (self.focal / self.log_scale.exp())[:, None]], dim=-1)
 
     def transl(self) -> torch.Tensor:
         return torch.cat([self.transl_xy, self.transl_z], dim=-1)
@@ -331,6 +347,8 @@ class _RefineParams:
             losses=losses,
             keypoint_error_px=kp_err,
             history=history,
+            confidence=None if self.source is None else self.source.confidence,
+            focal_px=None if self.source is None else self.source.focal_px,
         )
 
 
@@ -365,7 +383,7 @@ def _keypoint_error_px(
 ) -> torch.Tensor:
     """(T,) mean distance (crop pixels of size S) between the projected model landmarks and the confident detected
     keypoints ``kp`` (T, 33, 3)."""
-    out = model(betas=p.betas, global_orient=p.orient, body_pose=p.pose, transl=p.transl())
+    out = model(betas=p.betas, global_orient=p.orient, body_pose=p.pose, transl=p.render_transl())
     lm, lm_ok = mediapipe_landmarks_3d(model, out)
     valid = ((kp[..., 2] >= min_confidence) & lm_ok[None]).to(kp.dtype)
     err = (p.camera().project(lm) - torch.nan_to_num(kp[..., :2])).norm(dim=-1)
@@ -412,7 +430,7 @@ def refine_body(
     topology = edge_topology(model.faces.to(device))
 
     state = _RefineParams.from_fit(fit, cfg, S, device, dtype)
-    betas, orient, pose, camera, transl = state.betas, state.orient, state.pose, state.camera, state.transl
+    betas, orient, pose, camera, transl = state.betas, state.orient, state.pose, state.camera, state.render_transl
     opt = torch.optim.Adam(state.trainable(cfg), lr=cfg.lr)
     sched = _plateau_scheduler(opt, cfg)
 

@@ -211,6 +211,23 @@ class TestRoundTrip:
         with pytest.raises(ValueError, match="stage"):
             run.read_fit("final")  # type: ignore[arg-type]
 
+    def test_keypoints3d_and_fit_info(self, run: RunStore) -> None:
+        kp3 = np.random.default_rng(0).normal(size=(2, 33, 4)).astype(np.float32)
+        run.write_keypoints3d([2, 0], kp3)
+        run.write_fit_info([1, 3], np.array([0.9, 0.1]), np.array([512.0, np.nan]))
+        again = open_run(run.path)
+        got = again.read_keypoints3d()
+        assert got.shape == (T, 33, 4) and got.dtype == np.float32
+        np.testing.assert_array_equal(got[[2, 0]], kp3)
+        assert np.isnan(got[[1, 3]]).all()
+        conf, focal = again.read_fit_info()
+        np.testing.assert_allclose(conf[[1, 3]], [0.9, 0.1])
+        assert focal[1] == 512.0 and np.isnan(focal[[0, 2, 3]]).all() and np.isnan(conf[[0, 2]]).all()
+        run.write_fit_info([0], np.array([0.5]))  # weak perspective: no focal length
+        assert np.isnan(run.read_fit_info([0])[1]).all()
+        with pytest.raises(ValueError, match="keypoints3d"):
+            run.write_keypoints3d([0], kp3[:, :, :3])
+
     def test_loss_pads_early_stop(self, run: RunStore) -> None:
         run.write_loss([1], np.array([[3.0, 2.0, 1.0]]))
         loss = run.read_loss()
@@ -359,6 +376,7 @@ class TestXarray:
             "crop_param": 3,
             "keypoint": 33,
             "keypoint_component": 3,
+            "keypoint3d_component": 4,
         }
         assert frames.image.dtype == np.uint8 and frames.mask.dtype == np.bool_  # fill values do not mask data
         np.testing.assert_array_equal(frames.image[1].values, frame_data([0, 1])["images"][1])

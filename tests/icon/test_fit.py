@@ -6,8 +6,24 @@ import pytest
 import torch
 
 from body import BodyModel
+from geometry.cameras import PerspectiveCamera
 from geometry.render import render_mesh
-from icon.fit import BodyFit, FitConfig, bend_prior, fit_body, geman_mcclure, initial_camera, temporal_smoothness
+from icon.fit import (
+    BodyFit,
+    FitConfig,
+    bend_prior,
+    bone_direction_term,
+    depth_order_term,
+    facing_yaw,
+    fit_body,
+    geman_mcclure,
+    initial_camera,
+    joint_limit_prior,
+    kabsch_rotation,
+    mediapipe_world_to_camera,
+    select_facing_track,
+    temporal_smoothness,
+)
 from icon.synth.clip import make_clip
 from tests.quality import Floor, FloorChecks
 
@@ -130,6 +146,119 @@ def test_priors_and_helpers():
     kp[0, :, 0] = 256
     scale, txy = initial_camera(kp, 512, 0.3)
     assert scale.item() == pytest.approx(300 / (0.9 * 1.7), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- 3D landmarks and facing
+def _rot_y(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _landmarks(model, betas, orient, pose, transl=None):
+    from body import mediapipe_landmarks_3d
+
+    with torch.no_grad():
+        out = model(betas=betas, global_orient=orient, body_pose=pose, transl=transl)
+        return mediapipe_landmarks_3d(model, out)[0]
+
+
+def _as_mediapipe_world(lm: torch.Tensor) -> torch.Tensor:
+    """Body landmarks (camera axes, y up, z to the camera) → MediaPipe world landmarks: hip-centred, y down, z away,
+    visibility 1 — (T, 33, 4)."""
+    hips = lm[:, [23, 24]].mean(dim=1, keepdim=True)
+    mp = (lm - hips) * torch.tensor([1.0, -1.0, -1.0])
+    return torch.cat([mp, torch.ones(*mp.shape[:2], 1)], dim=-1)
+
+
+def test_mediapipe_axes_and_kabsch():
+    kp3 = torch.zeros(1, 33, 4)
+    kp3[0, 0] = torch.tensor([0.1, -0.6, -0.2, 0.9])  # nose: right, above, nearer the camera than the hips
+    kp3[0, 1, 3] = 0.2
+    pts, w = mediapipe_world_to_camera(kp3, 0.5)
+    assert torch.allclose(pts[0, 0], torch.tensor([0.1, 0.6, 0.2])) and w[0, 0] == pytest.approx(0.9) and w[0, 1] == 0
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(2, 6, 3, generator=g)
+    rot = torch.stack([_rot_y(0.7), _rot_y(2.5) @ _rot_y(0.0)])
+    dst = src @ rot.transpose(1, 2) + torch.tensor([0.3, -0.2, 1.0])
+    est = kabsch_rotation(src, dst, torch.ones(2, 6))
+    assert torch.allclose(est, rot, atol=1e-4)
+    assert torch.equal(kabsch_rotation(src, dst, torch.zeros(2, 6)), torch.eye(3).expand(2, 3, 3))
+
+
+def test_bone_and_depth_terms(model):
+    pose = torch.zeros(2, 69)
+    pose[:, 0] = -1.0  # left hip flexed: the thigh swings forward (+z)
+    lm = _landmarks(model, torch.zeros(2, 10), torch.zeros(2, 3), pose)
+    target, w = mediapipe_world_to_camera(_as_mediapipe_world(lm), 0.5)
+    assert bone_direction_term(lm, target, w).abs().max() < 1e-4
+    # orientation-invariant: the same skeleton turned about the up axis costs nothing
+    turned = target @ _rot_y(1.2).T
+    assert bone_direction_term(lm, turned, w).abs().max() < 1e-4
+    # the leg behind instead of in front costs (the thigh mirrored in depth)
+    behind = _landmarks(model, torch.zeros(2, 10), torch.zeros(2, 3), -pose)
+    assert (bone_direction_term(behind, target, w) > 0.05).all()
+    pairs = ((25, 26), (23, 25))
+    assert depth_order_term(lm, target, w, pairs, 0.08, 0.03).abs().max() == 0
+    assert (depth_order_term(behind, target, w, pairs, 0.08, 0.03) > 1.0).all()
+    # pairs closer in depth than the gap carry no order
+    assert depth_order_term(behind, target, w, ((11, 12),), 0.08, 0.03).abs().max() == 0
+
+
+def test_joint_limits_and_yaw():
+    pose = torch.zeros(3, 69)
+    pose[1, 9] = 1.5  # left knee flexed: allowed
+    pose[2, 9] = -1.0  # left knee bent backwards
+    prior = joint_limit_prior(pose)
+    assert prior[0] == 0 and prior[1] == 0 and prior[2] > 0
+    orient = torch.tensor([[0.0, 0.0, 0.0], [0.0, math.pi / 2, 0.0], [0.0, -2.5, 0.0]])
+    assert torch.allclose(facing_yaw(orient), torch.tensor([0.0, math.pi / 2, -2.5]), atol=1e-5)
+
+
+def test_facing_track_ignores_a_single_flip():
+    T = 6
+    yaws = torch.tensor([0.0, math.pi]).view(2, 1).expand(2, T)
+    scores = torch.tensor([[1.0] * T, [2.0] * T])
+    scores[:, 3] = torch.tensor([1.6, 1.5])  # frame 3 alone prefers the flipped facing, by little
+    chosen, conf = select_facing_track(scores, yaws, jump_cost=1.0)
+    assert chosen.tolist() == [0] * T
+    assert conf[3] < 0.05 and (conf[[0, 1, 2, 4, 5]] == 0.5).all()
+    chosen, _ = select_facing_track(scores, yaws, jump_cost=0.0)  # no track: per-frame choice
+    assert chosen[3] == 1
+
+
+def test_3d_landmarks_decide_whether_the_leg_is_in_front(model):
+    """Facing the camera, a straight leg swung forward or backward by the same angle projects to the same 2D
+    keypoints; given the same 2D keypoints, the fit follows the 3D landmarks either way."""
+    size = 128
+    cam = make_clip(model, n_frames=1, size=size).camera
+    cfg = FitConfig(silhouette_iters=0, pose_iters=60, orient_iters=20, n_orientations=1, camera="weak")
+    knee_ahead = lambda x: float(x[0, 25, 2] - x[0, 23, 2])  # noqa: E731 - left knee nearer the camera than its hip
+    for swing in (0.6, -0.6):  # hip extension (backward), flexion (forward)
+        pose = torch.zeros(1, 69)
+        pose[0, 0] = swing
+        lm = _landmarks(model, torch.zeros(1, 10), torch.zeros(1, 3), pose)
+        kp = torch.cat([cam.project(lm), torch.ones(1, 33, 1)], dim=-1)
+        mirrored = lm * torch.tensor([1.0, 1.0, -1.0])  # the same 2D keypoints
+        assert torch.allclose(cam.project(mirrored), kp[..., :2], atol=1e-4)
+        fit = fit_body(model, kp, None, size, cfg, keypoints3d=_as_mediapipe_world(lm))
+        got = _landmarks(model, fit.betas, fit.global_orient, fit.body_pose)
+        assert knee_ahead(got) * knee_ahead(lm) > 0 and abs(knee_ahead(got)) > 0.1, (swing, knee_ahead(got))
+    assert fit.confidence is not None and fit.confidence.shape == (1,) and fit.focal_px is None
+
+
+def test_perspective_camera_is_chosen_for_a_perspective_view(model):
+    size, focal = 128, 128 * 1.1
+    pose = torch.zeros(1, 69)
+    transl = torch.tensor([[0.0, 0.2, -2.4]])  # close to the camera: strong perspective
+    lm = _landmarks(model, torch.zeros(1, 10), torch.zeros(1, 3), pose, transl)
+    cam = PerspectiveCamera(focal=torch.tensor([focal]), cx=torch.tensor([size / 2]), cy=torch.tensor([size / 2]),
+                            width=size, height=size)  # fmt: skip
+    kp = torch.cat([cam.project(lm), torch.ones(1, 33, 1)], dim=-1)
+    cfg = FitConfig(silhouette_iters=0, orient_iters=30)
+    fit = fit_body(model, kp, None, size, cfg, focal_px=torch.tensor([focal]))
+    weak = fit_body(model, kp, None, size, cfg.model_copy(update={"camera": "weak"}))
+    assert fit.focal_px is not None and float(fit.focal_px[0]) == pytest.approx(focal)
+    assert fit.keypoint_error_px[0] < weak.keypoint_error_px[0]
 
 
 def test_body_fit_from_params():

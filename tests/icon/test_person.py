@@ -345,6 +345,13 @@ class TestMediaPipe:
         assert 0.3 < mask.mean() < 0.55  # measured 0.43
         x0, y0, x1, y1 = track.boxes[0]
         assert x0 < 40 and y0 < 40 and 340 < x1 < 420 and y1 > 500  # measured (11, 16, 368, 512)
+        # Metric 3D landmarks (x right, y down, z away from the camera, metres, hip-centred) + visibility.
+        kp3 = track.keypoints3d[0]
+        assert track.keypoints3d.shape == (1, 33, 4) and kp3.dtype == np.float32
+        nose3, ls3, rs3 = (kp3[KEYPOINT_NAMES.index(n)] for n in ("nose", "left_shoulder", "right_shoulder"))
+        assert nose3[3] > 0.9 and min(ls3[3], rs3[3]) > 0.9
+        assert ls3[0] - rs3[0] > 0.2  # shoulders ~0.3 m apart, the subject's left at image right
+        assert nose3[1] < ls3[1] - 0.1 and nose3[2] < (ls3[2] + rs3[2]) / 2  # nose above and nearer the camera
 
     def test_blank_and_noise_are_skipped(self, mediapipe_detector):
         blank = np.full((256, 256, 3), 128, np.uint8)
