@@ -172,6 +172,57 @@ def _frame_losses(render, targets: RefineTargets, idx: torch.Tensor, config: Ava
     return loss
 
 
+def _check_mesh_inputs(vertices: torch.Tensor, skin_weights: torch.Tensor) -> None:
+    if vertices.ndim != 2 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {tuple(vertices.shape)}")
+    if skin_weights.shape[0] != vertices.shape[0]:
+        raise ValueError(f"skin_weights must have one row per vertex ({vertices.shape[0]}), got {skin_weights.shape}")
+
+
+def _targets_on(tg: RefineTargets, device: torch.device) -> RefineTargets:
+    """The targets moved to ``device``."""
+    return RefineTargets(tg.masks.to(device), tg.camera.to(device),
+                         None if tg.normal_front is None else tg.normal_front.to(device),
+                         None if tg.normal_back is None else tg.normal_back.to(device))  # fmt: skip
+
+
+def _refine_optimizer(delta: torch.Tensor, pose: torch.Tensor, config: AvatarConfig) -> torch.optim.Adam:
+    """Adam over the vertex offsets and (when there are any and their lr is positive) the pose corrections."""
+    groups = [{"params": [delta], "lr": config.refine_lr}]
+    if pose.shape[-1] > 0 and config.refine_pose_lr > 0:
+        groups.append({"params": [pose], "lr": config.refine_pose_lr})
+    return torch.optim.Adam(groups)
+
+
+def _record_history(history: dict[str, list[float]], step: int, steps: int, terms: dict[str, torch.Tensor]) -> None:
+    """Append the loss terms every 5 steps and at the last one."""
+    if step % 5 == 0 or step == steps:
+        for k, v in terms.items():
+            history.setdefault(f"refine/{k}", []).append(float(v.detach()))
+        history.setdefault("refine/step", []).append(float(step))
+
+
+def _step_terms(
+    losses: torch.Tensor, robust: torch.Tensor, off: torch.Tensor, verts_c: torch.Tensor, pose: torch.Tensor,
+    adjacency: torch.Tensor, edge: torch.Tensor, faces: torch.Tensor, topology, config: AvatarConfig,
+) -> dict[str, torch.Tensor]:
+    """One step's loss terms: robust-weighted data loss of the frames in the step, offset Laplacian (relative to the
+    mean edge length), normal consistency, pose-correction size, and their weighted total."""
+    data = (robust * losses).sum() / robust.sum()
+    lap = laplacian_energy(off, adjacency) / edge.pow(2)
+    nc = normal_consistency(verts_c, faces, topology.faces)
+    pose_reg = pose.pow(2).sum(-1).mean() if pose.shape[-1] > 0 else torch.zeros((), device=off.device)
+    total = (data + config.w_refine_laplacian * lap + config.w_refine_consistency * nc
+             + config.w_refine_pose * pose_reg)  # fmt: skip
+    return {"total": total, "data": data, "laplacian": lap, "consistency": nc, "pose": pose_reg}
+
+
+def _log_refinement(result: RefineResult, steps: int) -> None:
+    logger.info("refined over %d frames in %.1f s (%d steps): data loss %.4f -> %.4f, offsets mean %.2f cm",
+                len(result.frame_losses), result.seconds, steps, float(result.initial_losses.mean()),
+                float(result.frame_losses.mean()), 100 * float(result.offsets.norm(dim=-1).mean()))  # fmt: skip
+
+
 def refine_skinned_mesh(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -198,18 +249,12 @@ def refine_skinned_mesh(
     Returns:
         RefineResult (the input tensors are not modified).
     """
-    if vertices.ndim != 2 or vertices.shape[-1] != 3:
-        raise ValueError(f"vertices must be (V, 3), got {tuple(vertices.shape)}")
-    if skin_weights.shape[0] != vertices.shape[0]:
-        raise ValueError(f"skin_weights must have one row per vertex ({vertices.shape[0]}), got {skin_weights.shape}")
+    _check_mesh_inputs(vertices, skin_weights)
     t0 = time.perf_counter()
     device = vertices.device
     faces = faces.long().to(device)
     t = targets.masks.shape[0]
-    tg = resample_targets(targets, config.refine_resolution)
-    tg = RefineTargets(tg.masks.to(device), tg.camera.to(device),
-                       None if tg.normal_front is None else tg.normal_front.to(device),
-                       None if tg.normal_back is None else tg.normal_back.to(device))  # fmt: skip
+    tg = _targets_on(resample_targets(targets, config.refine_resolution), device)
     base = vertices.detach().float()
     weights = skin_weights.detach().float()
     adjacency = mesh_adjacency(faces, base.shape[0]).to(device)
@@ -217,10 +262,7 @@ def refine_skinned_mesh(
     edge = (base[topology.edges[:, 0]] - base[topology.edges[:, 1]]).norm(dim=-1).mean()
     delta = torch.zeros_like(base, requires_grad=True)
     pose = torch.zeros(t, num_pose_params, device=device, requires_grad=True)
-    groups = [{"params": [delta], "lr": config.refine_lr}]
-    if num_pose_params > 0 and config.refine_pose_lr > 0:
-        groups.append({"params": [pose], "lr": config.refine_pose_lr})
-    opt = torch.optim.Adam(groups)
+    opt = _refine_optimizer(delta, pose, config)
     per_step = min(config.refine_frames_per_step, t)
     gen = torch.Generator().manual_seed(config.seed)
     running = torch.full((t,), float("nan"), device=device)
@@ -262,36 +304,25 @@ def refine_skinned_mesh(
         off = offsets()
         verts_c = base + off
         losses = _frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config)
-        data = (robust[idx] * losses).sum() / robust[idx].sum()
-        lap = laplacian_energy(off, adjacency) / edge.pow(2)
-        nc = normal_consistency(verts_c, faces, topology.faces)
-        pose_reg = pose[idx].pow(2).sum(-1).mean() if num_pose_params > 0 else torch.zeros((), device=device)
-        total = (data + config.w_refine_laplacian * lap + config.w_refine_consistency * nc
-                 + config.w_refine_pose * pose_reg)  # fmt: skip
+        terms = _step_terms(losses, robust[idx], off, verts_c, pose[idx], adjacency, edge, faces, topology, config)
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        terms["total"].backward()
         opt.step()
         with torch.no_grad():
             running[idx] = losses.detach()
             robust = frame_weights_from_losses(running)
-        terms = {"total": total, "data": data, "laplacian": lap, "consistency": nc, "pose": pose_reg}
-        if step % 5 == 0 or step == steps:
-            for k, v in terms.items():
-                history.setdefault(f"refine/{k}", []).append(float(v.detach()))
-            history.setdefault("refine/step", []).append(float(step))
+        _record_history(history, step, steps, terms)
         if progress is not None:
             progress(step, steps, {k: float(v.detach()) for k, v in terms.items()})
     with torch.no_grad():
         final_vertices = base + offsets()
     final = evaluate(final_vertices) if steps > 0 else initial
     robust = frame_weights_from_losses(final)
-    seconds = time.perf_counter() - t0
-    logger.info("refined over %d frames in %.1f s (%d steps): data loss %.4f -> %.4f, offsets mean %.2f cm",
-                t, seconds, steps, float(initial.mean()), float(final.mean()),
-                100 * float((final_vertices - base).norm(dim=-1).mean()))  # fmt: skip
-    return RefineResult(vertices=final_vertices, offsets=final_vertices - base, pose_delta=pose.detach(),
-                        frame_weights=robust, frame_losses=final, initial_losses=initial, history=history,
-                        seconds=seconds)  # fmt: skip
+    result = RefineResult(vertices=final_vertices, offsets=final_vertices - base, pose_delta=pose.detach(),
+                          frame_weights=robust, frame_losses=final, initial_losses=initial, history=history,
+                          seconds=time.perf_counter() - t0)  # fmt: skip
+    _log_refinement(result, steps)
+    return result
 
 
 def _held_poses(avatar, poses: FramePoses | None) -> FramePoses:

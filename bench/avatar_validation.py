@@ -27,12 +27,10 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WARP_CACHE_PATH", str(ROOT / ".cache" / "warp"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -133,7 +131,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     from avatar.refine import RefineTargets, refine_avatar
     from avatar.train import train_avatar
     from body import BodyModel
-    from flows.avatar_flow import _visibility, load_training_data, refine_and_colour
+    from flows.avatar_data import frame_visibility, load_training_data
+    from flows.avatar_flow import refine_and_colour
     from flows.config import load_config
     from flows.pipeline import process_video
     from flows.previews import write_png
@@ -181,7 +180,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     else:
         t0 = time.perf_counter()
         avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
-                              point_confidence=_visibility(data), frame_times=data.times)  # fmt: skip
+                              point_confidence=frame_visibility(data), frame_times=data.times)  # fmt: skip
         seconds_scan = time.perf_counter() - t0
         unrefined = avatar.vertices.clone()
         np.save(out / "unrefined_vertices.npy", unrefined.numpy())

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from body import BodyModel
+from flows.bundled import weights_path
 from flows.config import load_config
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.render import render_mesh, shade_normals
@@ -311,7 +312,7 @@ def main() -> None:
         node[leaf] = yaml.safe_load(value)
     cfg = load_config(args.config, overrides)
     model = BodyModel()
-    net = None if args.no_refine else load_normal_net(ROOT / "weights" / "normal_net.safetensors", "cpu")
+    net = None if args.no_refine else load_normal_net(weights_path("normal_net"), "cpu")
     ev = _eval_module(args.validation)
     subjects = sorted((args.validation / "subjects").iterdir())
     if args.subjects is not None:

@@ -18,26 +18,24 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from body import BodyModel  # noqa: E402
-from flows.pipeline import resolve_config  # noqa: E402
-from flows.reconstruct_files import overlay_panel, read_mask, read_rgb  # noqa: E402
-from icon.fit import fit_body  # noqa: E402
-from icon.implicit import load_implicit_net  # noqa: E402
-from icon.normal_net import load_normal_net  # noqa: E402
-from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person  # noqa: E402
-from icon.reconstruct import clothed_surfaces, reconstruct  # noqa: E402
+from body import BodyModel
+from flows.bundled import weights_path
+from flows.pipeline import resolve_config
+from flows.reconstruct_files import overlay_panel, read_mask, read_rgb
+from icon.fit import fit_body
+from icon.implicit import load_implicit_net
+from icon.normal_net import load_normal_net
+from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
+from icon.reconstruct import clothed_surfaces, reconstruct
 
 REPO = Path(__file__).resolve().parent.parent
-WEIGHTS = REPO / "weights"
+WEIGHTS = weights_path("normal_net").parent
 DEFAULT_SET = REPO.parent.parent / "shared" / "validation"
 KEYS = ("chamfer_cm", "p2s_cm", "s2p_cm", "normal_consistency")
 

@@ -317,6 +317,55 @@ def _train_step(
     return float(loss.detach())
 
 
+def _checkpoint_state(
+    step: int, steps: int, lr: float, batch_size: int, w_gradient: float, augment: bool, seconds: float,
+    config: NormalNetConfig, losses: list, evaluations: list[HeldoutEval],
+) -> dict[str, Any]:
+    """The JSON state written next to a checkpoint (what a resumed run reads back)."""
+    return {
+        "step": step, "steps": steps, "lr": lr, "batch_size": batch_size, "w_gradient": w_gradient,
+        "augment": augment, "seconds": seconds, "config": config.model_dump(), "losses": losses,
+        "evaluations": [asdict(e) for e in evaluations],
+    }  # fmt: skip
+
+
+def _evaluate_heldout(
+    net: NormalNet, heldout_dataset: Dataset | None, step: int, batch_size: int, max_frames: int | None,
+    evaluations: list[HeldoutEval],
+) -> HeldoutEval | None:
+    """Evaluate on the held-out set (None: nothing to do), append to ``evaluations``, put the net back in train mode."""
+    if heldout_dataset is None:
+        return None
+    ev = evaluate_normal_net(net, heldout_dataset, batch_size=batch_size, max_frames=max_frames)
+    ev.step = step
+    evaluations.append(ev)
+    net.train()
+    log.info(
+        "step %d held-out angular error: body %.2f/%.2f deg, predicted %.2f/%.2f deg (front/back)",
+        step, ev.body_front_deg, ev.body_back_deg, ev.pred_front_deg, ev.pred_back_deg,
+    )  # fmt: skip
+    return ev
+
+
+def _start_normal_training(
+    config: NormalNetConfig, lr: float, device: torch.device, seed: int, ckpt: Path | None, resume: bool
+) -> tuple[NormalNet, torch.optim.Adam, int, list[tuple[int, float]], list[HeldoutEval], float]:
+    """A fresh seeded net and optimiser, or the checkpoint in ``ckpt`` when resuming (`_resume_normal_training`)."""
+    torch.manual_seed(seed)
+    net = NormalNet(config).to(device)
+    state = read_checkpoint_state(ckpt) if (ckpt is not None and resume) else None
+    if state is not None:
+        return _resume_normal_training(ckpt, state, config, lr, device)
+    return net, torch.optim.Adam(net.parameters(), lr=lr), 0, [], [], 0.0
+
+
+def _check_training_args(train_dataset: Dataset, steps: int, batch_size: int, lr: float) -> None:
+    if steps < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
+    if len(train_dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("the training dataset is empty: generate samples first (scripts/make_synth.py)")
+
+
 def train_normal_net(
     train_dataset: Dataset,
     heldout_dataset: Dataset | None,
@@ -365,51 +414,22 @@ def train_normal_net(
     Returns:
         `NormalTrainResult` with the trained net (on `device`, eval mode), loss curve and evaluations.
     """
-    if steps < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
-    if len(train_dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("the training dataset is empty: generate samples first (scripts/make_synth.py)")
+    _check_training_args(train_dataset, steps, batch_size, lr)
     device = torch.device(device)
     warmup = min(100, max(1, steps // 50)) if warmup is None else max(1, warmup)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     # Adam's second moments of tiny gradients become subnormal floats, which slow CPU steps down 10-50×.
     torch.set_flush_denormal(True)
-    torch.manual_seed(seed)
-    net = NormalNet(config).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    step, losses, evaluations, elapsed_before = 0, [], [], 0.0
-    state = read_checkpoint_state(ckpt) if (ckpt is not None and resume) else None
-    if state is not None:
-        net, optimizer, step, losses, evaluations, elapsed_before = _resume_normal_training(ckpt, state, config, lr,
-                                                                                             device)  # fmt: skip
+    net, optimizer, step, losses, evaluations, elapsed_before = _start_normal_training(config, lr, device, seed, ckpt,
+                                                                                        resume)  # fmt: skip
 
     def make_state() -> dict[str, Any]:
-        return {
-            "step": step,
-            "steps": steps,
-            "lr": lr,
-            "batch_size": batch_size,
-            "w_gradient": w_gradient,
-            "augment": augment,
-            "seconds": elapsed_before + (time.perf_counter() - t0),
-            "config": config.model_dump(),
-            "losses": losses,
-            "evaluations": [asdict(e) for e in evaluations],
-        }
+        return _checkpoint_state(step, steps, lr, batch_size, w_gradient, augment,
+                                 elapsed_before + (time.perf_counter() - t0), config, losses, evaluations)  # fmt: skip
 
     def run_eval() -> HeldoutEval | None:
-        if heldout_dataset is None:
-            return None
-        ev = evaluate_normal_net(net, heldout_dataset, batch_size=max(batch_size, 8), max_frames=max_eval_frames)
-        ev.step = step
-        evaluations.append(ev)
-        net.train()
-        log.info(
-            "step %d held-out angular error: body %.2f/%.2f deg, predicted %.2f/%.2f deg (front/back)",
-            step, ev.body_front_deg, ev.body_back_deg, ev.pred_front_deg, ev.pred_back_deg,
-        )  # fmt: skip
-        return ev
+        return _evaluate_heldout(net, heldout_dataset, step, max(batch_size, 8), max_eval_frames, evaluations)
 
     t0 = time.perf_counter()
     net.train()
@@ -437,8 +457,8 @@ def train_normal_net(
 
     ev = run_eval() if not evaluations or evaluations[-1].step != step else None
     if ev is not None and progress is not None:
-        last_loss = losses[-1][1] if losses else float("nan")
-        progress(TrainProgress(step, steps, last_loss, current_lr, elapsed_before + time.perf_counter() - t0, ev))
+        progress(TrainProgress(step, steps, losses[-1][1] if losses else float("nan"), current_lr,
+                               elapsed_before + time.perf_counter() - t0, ev))  # fmt: skip
     if ckpt is not None:
         save_checkpoint(ckpt, net, optimizer, make_state())
     if out_path is not None:
