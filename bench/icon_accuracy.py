@@ -74,12 +74,8 @@ def sample_true_fit(sample, device) -> BodyFit:
     """The generator's exact body of a sample as a one-frame BodyFit (the sample's camera)."""
     fit = sample.fitted_body(device)
 
-    def t(a):
-        return torch.as_tensor(np.asarray(a, np.float32)[None], device=device)
-
-    return BodyFit(betas=t(sample.betas), global_orient=t(sample.global_orient), body_pose=t(sample.body_pose),
-                   transl=t(sample.transl), camera=fit.camera, image_size=fit.image_size, losses=fit.losses,
-                   keypoint_error_px=fit.keypoint_error_px)  # fmt: skip
+    return BodyFit(body=sample.body.torch(dtype=torch.float32, device=device), camera=fit.camera,
+                   image_size=fit.image_size, losses=fit.losses, keypoint_error_px=fit.keypoint_error_px)  # fmt: skip
 
 
 def main() -> None:

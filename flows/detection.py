@@ -120,7 +120,7 @@ def detect_frames(video: str | Path, config: PipelineConfig, keep_bytes: int = K
         image_hw=(int(hw[0]), int(hw[1])),
         seconds=np.concatenate(secs),
         images=np.concatenate(kept) if kept else None,
-        keypoints3d=np.concatenate(kps3d).astype(np.float32) if kps3d and None not in kps3d else None,
+        keypoints3d=(np.concatenate(kps3d).astype(np.float32) if kps3d and all(k is not None for k in kps3d) else None),
     )
 
 

@@ -94,6 +94,7 @@ RECON_FLOORS = {
 
 @pytest.mark.slow
 def test_shipped_reconstruction_quality_floors():
+    from body.params import BodyParams
     from geometry.metrics import reconstruction_metrics
     from icon.fit import BodyFit
     from tests.icon.quality_frames import load_quality_frames
@@ -101,8 +102,9 @@ def test_shipped_reconstruction_quality_floors():
     frames = load_quality_frames()
     model = BodyModel()
     fits = [f.fitted_body() for f in frames]
-    fit = BodyFit(**{k: torch.cat([getattr(f, k) for f in fits]) for k in ("betas", "global_orient", "body_pose",
-                  "transl", "camera", "losses", "keypoint_error_px")}, image_size=frames[0].rgb.shape[0])  # fmt: skip
+    fit = BodyFit(body=BodyParams.cat([f.body for f in fits]),
+                  **{k: torch.cat([getattr(f, k) for f in fits]) for k in ("camera", "losses", "keypoint_error_px")},
+                  image_size=frames[0].rgb.shape[0])  # fmt: skip
     cfg = ReconstructConfig(resolution=64, coarse_resolution=16,
                             refine=RefineConfig(iterations=10, render_resolution=128))  # fmt: skip
     rec = reconstruct(model, np.stack([f.rgb for f in frames]), np.stack([f.mask for f in frames]), fit,
