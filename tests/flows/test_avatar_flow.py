@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from avatar.config import AvatarConfig
+from flows.avatar_data import QUALITY_FLOOR
 from flows.avatar_flow import (
     DEFAULT_MOTION,
-    QUALITY_FLOOR,
     _prepare_checkpoints,
     avatar_dir_for,
     frame_quality_weights,
