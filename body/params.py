@@ -199,3 +199,30 @@ class BodyParams:
     def to_npz_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The four arrays as numpy, keyed ``{prefix}betas`` etc. (for ``np.savez`` or a store group)."""
         return {prefix + n: a for n, a in self.numpy().as_dict().items()}
+
+
+class HoldsBodyParams:
+    """Mixin for a class with a ``body: BodyParams`` field: reads its four groups through, so a fit, a store slice or a
+    synthetic clip is used like the parameters it holds (``x.betas`` is ``x.body.betas``)."""
+
+    body: BodyParams
+
+    @property
+    def betas(self) -> Array:
+        """(B, K) shape coefficients."""
+        return self.body.betas
+
+    @property
+    def global_orient(self) -> Array:
+        """(B, 3) axis-angle root rotation."""
+        return self.body.global_orient
+
+    @property
+    def body_pose(self) -> Array:
+        """(B, 69) axis-angle rotations of joints 1..23."""
+        return self.body.body_pose
+
+    @property
+    def transl(self) -> Array:
+        """(B, 3) root translation in metres."""
+        return self.body.transl

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from body.params import HoldsBodyParams
+
 if TYPE_CHECKING:
     import torch
 
@@ -78,7 +80,7 @@ class NormalMaps:
 
 
 @dataclass
-class FitArrays:
+class FitArrays(HoldsBodyParams):
     """Body-fit parameters of one stage (torch, float32, CPU); rows of never-written frames are NaN.
 
     Attributes:
@@ -92,18 +94,3 @@ class FitArrays:
     body: BodyParams
     camera: torch.Tensor
 
-    @property
-    def betas(self) -> torch.Tensor:
-        return self.body.betas
-
-    @property
-    def global_orient(self) -> torch.Tensor:
-        return self.body.global_orient
-
-    @property
-    def body_pose(self) -> torch.Tensor:
-        return self.body.body_pose
-
-    @property
-    def transl(self) -> torch.Tensor:
-        return self.body.transl

@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from body.landmarks import mediapipe_landmark_mask, mediapipe_landmarks_3d
-from body.params import BodyParams
+from body.params import BodyParams, HoldsBodyParams
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import edge_topology, render_silhouette_soft
 
@@ -96,7 +96,7 @@ class FitConfig(BaseModel):
 
 
 @dataclass
-class BodyFit:
+class BodyFit(HoldsBodyParams):
     """Per-frame body parameters of a clip (β shared by all frames) and their cameras.
 
     Attributes:
@@ -143,25 +143,6 @@ class BodyFit:
         return cls(body, camera, int(image_size), zeros if losses is None else losses,
                    zeros.clone() if keypoint_error_px is None else keypoint_error_px, list(history or []))  # fmt: skip
 
-    @property
-    def betas(self) -> torch.Tensor:
-        """(T, 10) shape coefficients (identical rows)."""
-        return self.body.betas
-
-    @property
-    def global_orient(self) -> torch.Tensor:
-        """(T, 3) axis-angle root rotation."""
-        return self.body.global_orient
-
-    @property
-    def body_pose(self) -> torch.Tensor:
-        """(T, 69) axis-angle rotations of joints 1..23."""
-        return self.body.body_pose
-
-    @property
-    def transl(self) -> torch.Tensor:
-        """(T, 3) root translation in metres."""
-        return self.body.transl
 
     def cameras(self, image_size: int | None = None) -> OrthographicCamera:
         """The per-frame cameras, optionally rescaled to another crop size."""

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from body import BodyModel, mediapipe_landmarks_3d
-from body.params import BodyParams
+from body.params import BodyParams, HoldsBodyParams
 from geometry.cameras import OrthographicCamera
 from geometry.render import render_mesh
 
 
 @dataclass
-class SyntheticClip:
+class SyntheticClip(HoldsBodyParams):
     """T frames of one body seen by a weak-perspective camera (crop side ``size``), with the `BodyParams` that made
     them (``betas``, ``global_orient``, ``body_pose``, ``transl`` read through)."""
 
@@ -26,21 +26,6 @@ class SyntheticClip:
     camera: OrthographicCamera
     size: int
 
-    @property
-    def betas(self) -> torch.Tensor:
-        return self.body.betas
-
-    @property
-    def global_orient(self) -> torch.Tensor:
-        return self.body.global_orient
-
-    @property
-    def body_pose(self) -> torch.Tensor:
-        return self.body.body_pose
-
-    @property
-    def transl(self) -> torch.Tensor:
-        return self.body.transl
 
 
 def make_clip(model: BodyModel, n_frames: int = 16, size: int = 256, seed: int = 0, turn: float = 0.8) -> SyntheticClip:
