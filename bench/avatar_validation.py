@@ -24,7 +24,6 @@ Writes OUT/avatar_validation.json and OUT/appearance_*.png (rendered | real | |d
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
@@ -36,17 +35,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from validation_data import DEFAULT_ROOT, load_scorer  # noqa: E402
 
-VALIDATION = next((p / "shared" / "validation" for p in ROOT.parents if (p / "shared" / "validation").is_dir()),
-                  ROOT.parent / "shared" / "validation")  # ../shared/validation from /work/main or a worktree
+VALIDATION = DEFAULT_ROOT
 POSE_KEYS = ("global_orient", "body_pose", "transl")
 
 
-def load_scorer(validation: Path):
-    spec = importlib.util.spec_from_file_location("eval_recon", validation / "eval_recon.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_clip(video_dir: Path, frames: list[int], path: Path, fps: float) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from validation_data import DEFAULT_ROOT, load_scorer
 
 from body import BodyModel
 from flows.bundled import weights_path
@@ -41,17 +41,11 @@ from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes
 from icon.refine import refine_body
 
 ROOT = Path(__file__).resolve().parent.parent
-VALIDATION = ROOT.parent.parent / "shared" / "validation"
+VALIDATION = DEFAULT_ROOT
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 GL_FROM_CV = np.diag([1.0, -1.0, -1.0])  # OpenCV camera (y down, z forward) <-> OpenGL camera (y up, looking at -z)
 
 
-def _eval_module(validation: Path):
-    """The scorer shipped with the validation set (eval_recon.py), loaded from its file."""
-    spec = importlib.util.spec_from_file_location("eval_recon", validation / "eval_recon.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -313,7 +307,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     model = BodyModel()
     net = None if args.no_refine else load_normal_net(weights_path("normal_net"), "cpu")
-    ev = _eval_module(args.validation)
+    ev = load_scorer(args.validation)
     subjects = sorted((args.validation / "subjects").iterdir())
     if args.subjects is not None:
         subjects = [s for s in subjects if int(s.name) in set(args.subjects)]

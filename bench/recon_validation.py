@@ -16,13 +16,13 @@ Usage: python bench/recon_validation.py [--set ../shared/validation] [--subjects
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from validation_data import DEFAULT_ROOT, load_scorer
 
 from body import BodyModel
 from flows.bundled import weights_path
@@ -36,16 +36,10 @@ from icon.reconstruct import clothed_surfaces, reconstruct
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = weights_path("normal_net").parent
-DEFAULT_SET = REPO.parent.parent / "shared" / "validation"
+DEFAULT_SET = DEFAULT_ROOT
 KEYS = ("chamfer_cm", "p2s_cm", "s2p_cm", "normal_consistency")
 
 
-def load_scorer(set_dir: Path):
-    """The set's own eval_recon module."""
-    spec = importlib.util.spec_from_file_location("eval_recon", set_dir / "eval_recon.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def mesh_checks(vertices: np.ndarray, faces: np.ndarray) -> dict:

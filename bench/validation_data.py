@@ -5,6 +5,7 @@ the set is for measuring only, never for training or tuning.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +30,14 @@ DEFAULT_ROOT = _default_root()
 
 # OpenCV camera (x right, y down, z forward) -> the project's OpenGL-style camera space (x right, y up, looks along -z).
 CV_TO_GL = np.diag([1.0, -1.0, -1.0])
+
+
+def load_scorer(root: Path = DEFAULT_ROOT):
+    """The set's own scorer module (``root/eval_recon.py``: similarity ICP, Chamfer / P2S / S2P / NC)."""
+    spec = importlib.util.spec_from_file_location("eval_recon", Path(root) / "eval_recon.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from body.landmark_table import MEDIAPIPE_LANDMARK_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "body" / "data" / "body_model.npz"
 MODEL_ID = "anny-smpl-v1"
@@ -29,13 +31,7 @@ SMPL_JOINT_NAMES = (
 )  # fmt: skip
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
-MEDIAPIPE_NAMES = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
-    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
-    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
-)  # fmt: skip
+MEDIAPIPE_NAMES = MEDIAPIPE_LANDMARK_NAMES
 
 # Z-up (Anny, facing -Y) -> Y-up facing +Z: x' = x, y' = z, z' = -y.
 ANNY_TO_BODY = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
