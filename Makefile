@@ -40,8 +40,11 @@ blender: $(STAMP)
 	$(PY) -m pip install -q -e '.[blender]'
 	$(PY) -m pip install -q --no-deps bpy==5.0.1
 
+# Two pytest workers (pytest-xdist) on the 2-core machine, one file per worker at a time (--dist loadfile keeps a
+# file's module fixtures in one process); each worker uses one torch thread (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: lint test-tools
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(VENV)/bin/avatarize demo
