@@ -450,8 +450,13 @@ def train_normal_net_cmd(
     result = train_normal_net(
         train_set, held_set, settings.net, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
         out_path=out, checkpoint_dir=checkpoints, device=torch_device, resume=resume, progress=on_progress,
-        eval_every=settings.eval_every, log_every=settings.log_every,
+        eval_every=settings.eval_every, log_every=settings.log_every, seed=settings.seed,
+        time_budget_s=None if settings.chunk_minutes is None else 60.0 * settings.chunk_minutes,
     )  # fmt: skip
+    if result.step < settings.steps:
+        typer.echo(f"chunk done at step {result.step}/{settings.steps} (checkpoint in {checkpoints}): run the same "
+                   "command again to continue")  # fmt: skip
+        return
     summary: dict = {"steps": result.step, "seconds": round(result.seconds, 1), "weights": str(out)}
     if result.evaluations:
         e = result.evaluations[-1]

@@ -136,3 +136,8 @@ class NormalNetTraining(BaseModel):
     eval_every: int = Field(500, ge=0, description="Steps between held-out evaluations (0 = only at the end).")
     log_every: int = Field(50, ge=1, description="Steps between progress lines.")
     preload: bool = Field(True, description="Hold the shards in memory (normals as float16) instead of streaming.")
+    seed: int = Field(0, description="Seeds initialisation, data order and augmentation.")
+    chunk_minutes: float | None = Field(
+        None, gt=0, description="Stop after this many minutes with a checkpoint; the same command continues the run "
+        "and reaches the weights of one uninterrupted run (None: run to the end).",
+    )

@@ -127,38 +127,57 @@ def mirror_batch(
 
 
 def _net_batch(
-    batch: dict[str, torch.Tensor], size: int, device: torch.device, augment: bool = False
+    batch: dict[str, torch.Tensor], size: int, device: torch.device, augment: bool = False,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Boundary batch → (rgb, mask, body_front, body_back, gt_front, gt_back), channels-first at size×size."""
+    """Boundary batch → (rgb, mask, body_front, body_back, gt_front, gt_back), channels-first at size×size.
+
+    With ``augment``, half of the batch is mirrored; the coin flips come from ``generator`` (CPU) when given, so a
+    step's augmentation does not depend on what ran before it (see `train_normal_net`'s chunked runs).
+    """
     b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     rgb, mask, bf, bb = prepare_inputs(b["rgb"], b["mask"], b["body_normal_front"], b["body_normal_back"], (size, size))
     # Ground truth goes through the same resize and is masked with the network's mask.
     _, _, gf, gb = prepare_inputs(b["rgb"], b["mask"], b["normal_front"], b["normal_back"], (size, size))
     tensors = (rgb, mask, bf, bb, gf, gb)
     if augment:
-        flip = torch.rand(rgb.shape[0], device=device) < 0.5
+        flip = (torch.rand(rgb.shape[0], generator=generator) < 0.5).to(device)
         tensors = tuple(mirror_batch(tensors, (False, False, True, True, True, True), flip))
     return tensors
 
 
-def _infinite_batches(
-    dataset: Dataset, batch_size: int, seed: int, num_workers: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    epoch = 0
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s own random numbers (data order of its epoch, augmentation): a pure function of
+    (seed, step), so a run cut into chunks draws exactly what one long run draws."""
+    return (seed * 1_000_003 + step * 7_919) % (2**63 - 1)
+
+
+def step_batch_indices(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[list[int]]:
+    """Dataset indices of each step's batch from ``start_step`` on: epochs of one seeded permutation each
+    (`step_seed(seed, -1 - epoch)`), ``n // batch_size`` full batches per epoch (one batch of all ``n`` when
+    ``n < batch_size``). Step ``k`` gets the same indices whether the run started at 0 or resumed at ``k``."""
+    per_epoch = max(1, n // batch_size)
+    take = min(n, batch_size)
+    step = start_step
     while True:
-        gen = torch.Generator().manual_seed(seed + epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=len(dataset) >= batch_size,  # type: ignore[arg-type]
-            generator=gen,
-            collate_fn=collate_normal_samples,
-            num_workers=num_workers,
-            persistent_workers=False,
-        )
-        yield from loader
-        epoch += 1
+        epoch, pos = divmod(step, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, -1 - epoch)))
+        for p in range(pos, per_epoch):
+            yield order[p * take : (p + 1) * take].tolist()
+        step = (epoch + 1) * per_epoch
+
+
+def _step_batches(
+    dataset: Dataset, batch_size: int, seed: int, start_step: int, num_workers: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Collated batches in `step_batch_indices` order, loaded by a DataLoader (``num_workers`` processes)."""
+    loader = DataLoader(
+        dataset,
+        batch_sampler=step_batch_indices(len(dataset), batch_size, seed, start_step),  # type: ignore[arg-type]
+        collate_fn=collate_normal_samples,
+        num_workers=num_workers,
+    )
+    return iter(loader)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -306,9 +325,10 @@ def _train_step(
     device: torch.device,
     augment: bool,
     w_gradient: float,
+    generator: torch.Generator | None = None,
 ) -> float:
     """One Adam step on a batch of samples (front + back normal loss); returns the loss."""
-    rgb, mask, bf, bb, gf, gb = _net_batch(batch, image_size, device, augment)
+    rgb, mask, bf, bb, gf, gb = _net_batch(batch, image_size, device, augment, generator)
     front, back = net(rgb, mask, bf, bb)
     loss = normal_loss(front, gf, mask, w_gradient) + normal_loss(back, gb, mask, w_gradient)
     optimizer.zero_grad(set_to_none=True)
@@ -366,6 +386,23 @@ def _check_training_args(train_dataset: Dataset, steps: int, batch_size: int, lr
         raise ValueError("the training dataset is empty: generate samples first (scripts/make_synth.py)")
 
 
+@dataclass
+class _Run:
+    """What the training loop of `train_normal_net` carries from step to step."""
+
+    net: NormalNet
+    optimizer: torch.optim.Adam
+    step: int
+    losses: list[tuple[int, float]]
+    evaluations: list[HeldoutEval]
+    elapsed_before: float
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def seconds(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+
 def train_normal_net(
     train_dataset: Dataset,
     heldout_dataset: Dataset | None,
@@ -388,80 +425,81 @@ def train_normal_net(
     warmup: int | None = None,
     seed: int = 0,
     num_workers: int = 0,
+    stop_at: int | None = None,
+    time_budget_s: float | None = None,
 ) -> NormalTrainResult:
     """Train a `NormalNet` (front and back) with Adam on (body normals, image) → clothed normals.
 
-    Args:
-        train_dataset: items as described in the module docstring; resized to `config.image_size` if needed.
-        heldout_dataset: evaluated every `eval_every` steps and at the end (None: no evaluation).
-        config: the architecture (must match the checkpoint's when resuming).
-        steps: total optimisation steps (a resumed run continues up to this count).
-        batch_size, lr: Adam batch size and peak learning rate (cosine-decayed, see `learning_rate`).
-        out_path: where the final weights go (safetensors, `save_normal_net`); None: not written.
-        checkpoint_dir: directory for `weights.safetensors`, `optimizer.safetensors`, `state.json`, written every
-            `checkpoint_every` steps and at the end; None: no checkpoints.
-        device: torch device for training.
-        resume: continue from the checkpoint in `checkpoint_dir` if there is one.
-        progress: called with a `TrainProgress` every `log_every` steps and after each evaluation.
-        w_gradient: weight of the multi-scale gradient loss (the L1 on normals has weight 1).
-        augment: mirror half of each batch left-right (normals' x negated), doubling the effective data.
-        warmup: linear warm-up steps (default: 2 % of `steps`, at most 100).
-        seed: seeds initialisation and data order (the order of a resumed run is re-seeded from its step).
-        num_workers: DataLoader workers.
+    A run can be cut into chunks (``stop_at`` / ``time_budget_s``, e.g. ≤ 10 minutes on a lent GPU): each chunk ends
+    with a checkpoint and the next call with the same arguments continues from it. Data order and augmentation of
+    step k depend only on (seed, k) (`step_batch_indices`, `step_seed`), and the checkpoint holds the weights and
+    Adam's moments exactly, so the chunks reach the same weights as one long run (bit-identical on CPU).
 
-    Side effect: turns on `torch.set_flush_denormal(True)` (process-wide) to keep CPU training fast.
+    Args: ``train_dataset`` items as in the module docstring (resized to `config.image_size`); ``heldout_dataset``
+    evaluated every ``eval_every`` steps and at the end (None: none); ``config`` the architecture (must match a
+    resumed checkpoint's); ``steps`` total steps (the lr schedule, `learning_rate`, spans them; a resumed run
+    continues up to them); ``out_path`` final weights, written once ``steps`` are done; ``checkpoint_dir`` gets
+    weights, optimizer and state.json every ``checkpoint_every`` steps and when the run or chunk ends; ``resume``
+    continues from its checkpoint; ``progress`` gets a `TrainProgress` every ``log_every`` steps and after each
+    evaluation; ``w_gradient`` weighs the multi-scale gradient loss (L1 on normals has weight 1); ``augment`` mirrors
+    half of each batch (normals' x negated); ``warmup`` linear warm-up steps (default 2 % of ``steps``, ≤ 100);
+    ``seed`` seeds initialisation, data order and augmentation; ``stop_at`` ends this chunk after that step;
+    ``time_budget_s`` ends it after the first step finishing past that many seconds of this call. Side effect:
+    `torch.set_flush_denormal(True)` (process-wide) keeps CPU training fast.
 
-    Returns:
-        `NormalTrainResult` with the trained net (on `device`, eval mode), loss curve and evaluations.
+    Returns: the net (on `device`, eval mode), loss curve and evaluations; ``step < steps`` when a chunk ended early
+    (then no held-out evaluation runs and ``out_path`` is not written).
     """
     _check_training_args(train_dataset, steps, batch_size, lr)
     device = torch.device(device)
     warmup = min(100, max(1, steps // 50)) if warmup is None else max(1, warmup)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    end = steps if stop_at is None else min(steps, max(0, stop_at))
 
-    # Adam's second moments of tiny gradients become subnormal floats, which slow CPU steps down 10-50×.
-    torch.set_flush_denormal(True)
-    net, optimizer, step, losses, evaluations, elapsed_before = _start_normal_training(config, lr, device, seed, ckpt,
-                                                                                        resume)  # fmt: skip
+    torch.set_flush_denormal(True)  # Adam's subnormal second moments of tiny gradients slow CPU steps 10-50×
+    run = _Run(*_start_normal_training(config, lr, device, seed, ckpt, resume))
 
-    def make_state() -> dict[str, Any]:
-        return _checkpoint_state(step, steps, lr, batch_size, w_gradient, augment,
-                                 elapsed_before + (time.perf_counter() - t0), config, losses, evaluations)  # fmt: skip
+    def save() -> None:
+        state = _checkpoint_state(run.step, steps, lr, batch_size, w_gradient, augment, run.seconds, config,
+                                  run.losses, run.evaluations)  # fmt: skip
+        save_checkpoint(ckpt, run.net, run.optimizer, state)
 
     def run_eval() -> HeldoutEval | None:
-        return _evaluate_heldout(net, heldout_dataset, step, max(batch_size, 8), max_eval_frames, evaluations)
+        return _evaluate_heldout(run.net, heldout_dataset, run.step, max(batch_size, 8), max_eval_frames,
+                                 run.evaluations)  # fmt: skip
 
-    t0 = time.perf_counter()
-    net.train()
-    batches = _infinite_batches(train_dataset, batch_size, seed + step, num_workers)
+    def report(ev: HeldoutEval | None) -> None:
+        if progress is not None:
+            loss = run.losses[-1][1] if run.losses else float("nan")
+            progress(TrainProgress(run.step, steps, loss, learning_rate(run.step, steps, lr, warmup), run.seconds, ev))
+
+    run.net.train()
+    batches = _step_batches(train_dataset, batch_size, seed, run.step, num_workers)
     running, running_n = 0.0, 0
-    current_lr = learning_rate(step, steps, lr, warmup)
-    while step < steps:
-        current_lr = learning_rate(step, steps, lr, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = current_lr
-        running += _train_step(net, optimizer, next(batches), config.image_size, device, augment, w_gradient)
-        step += 1
+    while run.step < end and (time_budget_s is None or time.perf_counter() - run.t0 < time_budget_s):
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(run.step, steps, lr, warmup)
+        flips = torch.Generator().manual_seed(step_seed(seed, run.step))  # this step's own augmentation
+        running += _train_step(run.net, run.optimizer, next(batches), config.image_size, device, augment, w_gradient,
+                               flips)  # fmt: skip
+        run.step += 1
         running_n += 1
-        ev = None
-        if eval_every > 0 and step % eval_every == 0 and step < steps:
-            ev = run_eval()
-        if step % log_every == 0 or step == steps or ev is not None:
-            losses.append((step, running / max(1, running_n)))
+        ev = run_eval() if eval_every > 0 and run.step % eval_every == 0 and run.step < steps else None
+        if run.step % log_every == 0 or run.step == steps or ev is not None:
+            run.losses.append((run.step, running / max(1, running_n)))
             running, running_n = 0.0, 0
-            if progress is not None:
-                seconds = elapsed_before + time.perf_counter() - t0
-                progress(TrainProgress(step, steps, losses[-1][1], current_lr, seconds, ev))
-        if ckpt is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and step < steps:
-            save_checkpoint(ckpt, net, optimizer, make_state())
+            report(ev)
+        if ckpt is not None and checkpoint_every > 0 and run.step % checkpoint_every == 0 and run.step < end:
+            save()
 
-    ev = run_eval() if not evaluations or evaluations[-1].step != step else None
-    if ev is not None and progress is not None:
-        progress(TrainProgress(step, steps, losses[-1][1] if losses else float("nan"), current_lr,
-                               elapsed_before + time.perf_counter() - t0, ev))  # fmt: skip
+    evaluated = bool(run.evaluations) and run.evaluations[-1].step == run.step
+    if (finished := run.step >= steps) and not evaluated and (ev := run_eval()) is not None:
+        report(ev)
     if ckpt is not None:
-        save_checkpoint(ckpt, net, optimizer, make_state())
-    if out_path is not None:
-        save_normal_net(out_path, net)
-    net.eval()
-    return NormalTrainResult(net, step, elapsed_before + time.perf_counter() - t0, losses, evaluations)
+        save()
+    if finished and out_path is not None:
+        save_normal_net(out_path, run.net)
+    if not finished:
+        log.info("chunk ended at step %d of %d after %.0f s: run again to continue", run.step, steps, run.seconds)
+    run.net.eval()
+    return NormalTrainResult(run.net, run.step, run.seconds, run.losses, run.evaluations)

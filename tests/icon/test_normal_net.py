@@ -27,6 +27,8 @@ from icon.train_normal import (
     learning_rate,
     mirror_batch,
     read_checkpoint_state,
+    step_batch_indices,
+    step_seed,
     train_normal_net,
 )
 from tests.quality import Floor, FloorChecks
@@ -329,6 +331,39 @@ def test_resume_continues_the_step_counter(tmp_path, toy_train, toy_heldout):
     # resume=False starts over.
     fresh = train_normal_net(toy_train, None, TINY, steps=2, **{**kw, "checkpoint_dir": ckpt}, resume=False)
     assert fresh.step == 2
+
+
+def test_step_batches_do_not_depend_on_where_a_run_starts():
+    full = step_batch_indices(10, 4, seed=3, start_step=0)
+    first = [next(full) for _ in range(7)]  # 2 full batches per epoch: steps 0..6 span 4 epochs
+    assert all(len(b) == 4 for b in first)
+    assert sorted(first[0] + first[1]) == sorted(set(first[0] + first[1]))  # no repeat inside an epoch
+    assert first[0] != first[2]  # a new permutation per epoch
+    for start in (1, 2, 5):
+        resumed = step_batch_indices(10, 4, seed=3, start_step=start)
+        assert [next(resumed) for _ in range(7 - start)] == first[start:]
+    assert next(step_batch_indices(3, 8, seed=0, start_step=4)) in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0],
+                                                                    [2, 0, 1], [2, 1, 0])  # fmt: skip
+    assert step_seed(0, 5) != step_seed(1, 5) and step_seed(0, 5) != step_seed(0, 6)
+
+
+def test_chunked_training_reaches_the_weights_of_one_run(tmp_path, toy_train):
+    """A run cut into chunks (as on a lent GPU, ≤ 10 minutes each) ends with the same weights as one long run."""
+    kw = dict(batch_size=3, lr=2e-3, eval_every=0, checkpoint_every=2, log_every=1, augment=True, seed=4)
+    whole = train_normal_net(toy_train, None, TINY, steps=7, checkpoint_dir=tmp_path / "whole", **kw)
+    ckpt = tmp_path / "chunks"
+    a = train_normal_net(toy_train, None, TINY, steps=7, checkpoint_dir=ckpt, stop_at=3, **kw)
+    assert a.step == 3 and read_checkpoint_state(ckpt)["step"] == 3
+    out = tmp_path / "final.safetensors"
+    b = train_normal_net(toy_train, None, TINY, steps=7, checkpoint_dir=ckpt, stop_at=5, out_path=out, **kw)
+    assert b.step == 5 and not out.exists()  # a chunk that stops early writes no final weights
+    c = train_normal_net(toy_train, None, TINY, steps=7, checkpoint_dir=ckpt, out_path=out, **kw)
+    assert c.step == 7 and out.exists()
+    for x, y in zip(whole.net.state_dict().values(), load_normal_net(out).state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    # A zero time budget stops after no step, keeping the checkpoint as it was.
+    d = train_normal_net(toy_train, None, TINY, steps=9, checkpoint_dir=ckpt, time_budget_s=0.0, **kw)
+    assert d.step == 7
 
 
 @pytest.mark.slow
