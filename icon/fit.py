@@ -90,6 +90,9 @@ class FitConfig(BaseModel):
     depth_margin_m: float = Field(0.03, gt=0, description="The body must agree with the order by this much (m).")
     min_visibility3d: float = Field(0.5, ge=0, le=1, description="3D landmarks below this visibility are ignored.")
     w_joint_limits: float = Field(50.0, ge=0, description="Weight of the per-joint angle-limit prior.")
+    w_interpenetration: float = Field(
+        1e4, ge=0, description="Weight of the limb-torso / leg-leg capsule overlap (sum of squared overlaps, m²)."
+    )
     facing_jump_cost: float = Field(
         50.0, ge=0, description="Cost of turning the facing between consecutive frames (x (1 - cos Δyaw) / 2)."
     )
@@ -247,11 +250,12 @@ def _joint_limits() -> torch.Tensor:
         for j in joints:
             lim[j] = torch.tensor(ranges)
 
-    put((1,), [(-2.2, 0.8), (-0.9, 0.9), (-0.5, 1.2)])  # left hip
-    put((2,), [(-2.2, 0.8), (-0.9, 0.9), (-1.2, 0.5)])  # right hip
+    put((1,), [(-2.2, 0.8), (-0.7, 0.7), (-0.5, 1.2)])  # left hip (rotation about the thigh ±40°)
+    put((2,), [(-2.2, 0.8), (-0.7, 0.7), (-1.2, 0.5)])  # right hip
     put((4, 5), [(-0.1, 2.6), (-0.2, 0.2), (-0.2, 0.2)])  # knees: flexion about x only
-    put((7, 8), [(-0.8, 0.9), (-0.4, 0.4), (-0.4, 0.4)])  # ankles
-    put((10, 11, 22, 23), [(-0.4, 0.4)] * 3)  # feet, hands
+    put((7, 8), [(-0.8, 0.9), (-0.3, 0.3), (-0.4, 0.4)])  # ankles
+    put((10, 11), [(-0.4, 0.4), (-0.1, 0.1), (-0.1, 0.1)])  # toes: they flex, they do not turn the foot
+    put((22, 23), [(-0.4, 0.4)] * 3)  # hands
     put((3, 6, 9), [(-0.4, 0.8), (-0.6, 0.6), (-0.45, 0.45)])  # spine
     put((12,), [(-0.6, 0.7), (-0.8, 0.8), (-0.5, 0.5)])  # neck
     put((15,), [(-0.5, 0.6), (-0.7, 0.7), (-0.4, 0.4)])  # head
@@ -271,6 +275,44 @@ def joint_limit_prior(body_pose: torch.Tensor) -> torch.Tensor:
     theta = body_pose.view(-1, 23, 3)
     over = torch.relu(theta - lim[..., 1]) + torch.relu(lim[..., 0] - theta)
     return (over**2).sum(dim=(1, 2)) / 23.0
+
+
+# Capsules of the interpenetration term (SMPL joint indices, radii in metres): the torso as the spine from the
+# pelvis to the top of the spine; the arm points that must stay outside it; the lower legs, which must not cross.
+_TORSO_AXIS = ((0, 3), (3, 6), (6, 9))
+_ARM_POINTS = (18, 19, 20, 21, 22, 23)  # elbows, wrists, hands
+_TORSO_RADIUS_M, _ARM_RADIUS_M, _SHIN_RADIUS_M = 0.11, 0.04, 0.045
+
+
+def point_segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance of points to segments, broadcasting (..., 3) → (...)."""
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
+    return (p - (a + t[..., None] * ab)).norm(dim=-1)
+
+
+def segment_segment_distance(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor, n: int = 9):
+    """Approximate distance between segments a0-a1 and b0-b1, (..., 3) → (...): the least distance of ``n`` points
+    along each segment to the other segment (exact for parallel, crossing and end-point-nearest cases up to 1/(n-1)
+    of the length)."""
+    s = torch.linspace(0.0, 1.0, n, device=a0.device, dtype=a0.dtype)[:, None]
+    pa = a0[..., None, :] + s * (a1 - a0)[..., None, :]
+    pb = b0[..., None, :] + s * (b1 - b0)[..., None, :]
+    da = point_segment_distance(pa, b0[..., None, :], b1[..., None, :]).amin(-1)
+    db = point_segment_distance(pb, a0[..., None, :], a1[..., None, :]).amin(-1)
+    return torch.minimum(da, db)
+
+
+def interpenetration_term(joints: torch.Tensor) -> torch.Tensor:
+    """Squared overlaps (m²) of capsules around the skeleton, (B, 24, 3) joints → (B,): elbows, wrists and hands inside
+    the torso (a capsule along the spine) and the two lower legs (knee-ankle capsules) through each other."""
+    a = joints[:, [i for i, _ in _TORSO_AXIS]]  # (B, 3, 3) torso segments
+    b = joints[:, [j for _, j in _TORSO_AXIS]]
+    arms = joints[:, list(_ARM_POINTS)]  # (B, 6, 3)
+    d = point_segment_distance(arms[:, :, None], a[:, None], b[:, None]).amin(-1)  # (B, 6)
+    arm_cost = torch.relu(_TORSO_RADIUS_M + _ARM_RADIUS_M - d).pow(2).sum(-1)
+    shins = segment_segment_distance(joints[:, 4], joints[:, 7], joints[:, 5], joints[:, 8])
+    return arm_cost + torch.relu(2 * _SHIN_RADIUS_M - shins).pow(2)
 
 
 def mediapipe_world_to_camera(keypoints3d: torch.Tensor, min_visibility: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -613,6 +655,7 @@ def frame_loss(model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitPara
     per = per + _depth_terms(data, cfg, lm, _DEPTH_PAIRS, bones=True)
     per = per + cfg.w_pose_prior * pose_prior(p.pose) + cfg.w_bend_prior * bend_prior(p.pose)
     per = per + cfg.w_joint_limits * joint_limit_prior(p.pose) + cfg.w_shape_prior * (p.betas**2).sum()
+    per = per + cfg.w_interpenetration * interpenetration_term(out.joints)
     if k == 1:
         per = per + cfg.w_smooth * (temporal_smoothness(p.pose) + temporal_smoothness(p.transl * 10.0))
     if use_sil and data.masks_lr is not None:

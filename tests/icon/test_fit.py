@@ -18,9 +18,12 @@ from icon.fit import (
     fit_body,
     geman_mcclure,
     initial_camera,
+    interpenetration_term,
     joint_limit_prior,
     kabsch_rotation,
     mediapipe_world_to_camera,
+    point_segment_distance,
+    segment_segment_distance,
     select_facing_track,
     temporal_smoothness,
 )
@@ -274,3 +277,32 @@ def test_body_fit_from_params():
     assert fit.cameras().scale.shape == (3,) and fit.detach().body_pose.shape == (3, 69)
     with pytest.raises(ValueError, match="camera"):
         BodyFit.from_params(body, torch.zeros(2, 3), 128)
+
+
+def test_segment_distances():
+    a, b = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
+    pts = torch.tensor([[0.5, 2.0, 0.0], [-3.0, 4.0, 0.0], [2.0, 0.0, 0.0]])
+    torch.testing.assert_close(point_segment_distance(pts, a, b), torch.tensor([2.0, 5.0, 1.0]))
+    # two crossing segments (distance 0.3 apart in z) and two parallel ones 0.5 apart
+    c0, c1 = torch.tensor([0.5, -1.0, 0.3]), torch.tensor([0.5, 1.0, 0.3])
+    assert float(segment_segment_distance(a, b, c0, c1)) == pytest.approx(0.3, abs=1e-6)
+    up = torch.tensor([0.0, 0.5, 0.0])
+    assert float(segment_segment_distance(a, b, a + up, b + up)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_interpenetration_of_arms_and_shins(model):
+    with torch.no_grad():
+        rest = model(betas=torch.zeros(1, 10), global_orient=torch.zeros(1, 3), body_pose=torch.zeros(1, 69)).joints
+    assert float(interpenetration_term(rest)) == 0.0  # T-pose: arms out, legs apart
+    # the left hand joint 5 cm in front of the middle of the spine: overlap 0.11 + 0.04 - 0.05 = 0.10 m
+    j = rest.clone()
+    j[0, 22] = (j[0, 3] + j[0, 6]) / 2 + torch.tensor([0.0, 0.0, 0.05])
+    assert float(interpenetration_term(j)) == pytest.approx(0.10**2, rel=0.02)  # (the spine bends slightly)
+    # the right shin moved onto the left one, 2 cm in front of it: overlap 0.09 - 0.02 = 0.07 m
+    j = rest.clone()
+    j[0, [5, 8]] = j[0, [4, 7]] + torch.tensor([0.0, 0.0, 0.02])
+    j = j.requires_grad_(True)
+    cost = interpenetration_term(j)
+    assert float(cost) == pytest.approx(0.07**2, rel=0.01)
+    cost.sum().backward()
+    assert j.grad[0, 5, 2] < 0 and j.grad[0, 4, 2] > 0  # descent moves the right shin forwards, the left back
