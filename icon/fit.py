@@ -40,6 +40,9 @@ _LIMB_BONES = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 
 # Landmark pairs whose depth order (which one is nearer the camera) the 3D landmarks constrain.
 _FACING_PAIRS = ((11, 12), (23, 24), (0, 7), (0, 8))
 _DEPTH_PAIRS = _FACING_PAIRS + ((13, 14), (15, 16), (25, 26), (27, 28)) + _LIMB_BONES[:8]
+# Left-right label swaps tried per frame (MediaPipe indices): legs (knee, ankle, heel, foot), arms (elbow, wrist, hand).
+_LEG_SWAP = ((25, 26), (27, 28), (29, 30), (31, 32))
+_ARM_SWAP = ((13, 14), (15, 16), (17, 18), (19, 20), (21, 22))
 # body_pose (69) entries and signs penalised when bent the wrong way (elbows about y, knees about x), SMPLify-style.
 _BEND_IDX = (52, 55, 9, 12)
 _BEND_SIGN = (1.0, -1.0, -1.0, -1.0)
@@ -92,6 +95,16 @@ class FitConfig(BaseModel):
     w_joint_limits: float = Field(50.0, ge=0, description="Weight of the per-joint angle-limit prior.")
     w_interpenetration: float = Field(
         1e4, ge=0, description="Weight of the limb-torso / leg-leg capsule overlap (sum of squared overlaps, m²)."
+    )
+    swap_iters: int = Field(
+        30, ge=0, description="Keypoint steps of the left-right limb-label hypotheses (0 = keep the detector's labels)."
+    )
+    swap_margin: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="A limb-label swap is taken only when its loss is lower than the detector's labelling by this "
+        "fraction (near-ties, e.g. side views, keep the labels).",
     )
     facing_jump_cost: float = Field(
         50.0, ge=0, description="Cost of turning the facing between consecutive frames (x (1 - cos Δyaw) / 2)."
@@ -700,6 +713,68 @@ def optimise_pose(
     return p
 
 
+def limb_swap_permutations(device: torch.device | None = None) -> torch.Tensor:
+    """(3, 33) landmark index permutations of the label hypotheses: the detector's labels, legs swapped left-right,
+    arms swapped left-right (the torso and face keep theirs: they fix the facing)."""
+    perms = torch.arange(33).repeat(3, 1)
+    for h, pairs in ((1, _LEG_SWAP), (2, _ARM_SWAP)):
+        for a, b in pairs:
+            perms[h, a], perms[h, b] = b, a
+    return perms.to(device)
+
+
+def permute_landmarks(data: FitData, perm: torch.Tensor) -> FitData:
+    """The targets with each frame's landmarks relabelled, ``perm`` (T, 33) → a `FitData` of the same frames."""
+    def take(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        idx = perm.view(*perm.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
+        return torch.gather(x, 1, idx)
+
+    return dataclasses.replace(data, kp_xy=take(data.kp_xy), conf=take(data.conf), lm3d=take(data.lm3d),
+                               w3d=take(data.w3d))  # fmt: skip
+
+
+def _repeat_frames(data: FitData, k: int) -> FitData:
+    """``k`` copies of the frames as one longer clip (no masks): rows of batched hypotheses."""
+
+    def rep(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.repeat(k, *([1] * (x.ndim - 1)))
+
+    return dataclasses.replace(data, kp_xy=rep(data.kp_xy), conf=rep(data.conf), lm3d=rep(data.lm3d),
+                               w3d=rep(data.w3d), masks_lr=None, cx=rep(data.cx), focal=rep(data.focal))  # fmt: skip
+
+
+def select_limb_labels(
+    model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], progress=None
+) -> tuple[FitData, torch.Tensor, torch.Tensor]:
+    """Left-right limb-label hypotheses (detector's labels, legs swapped, arms swapped), all frames in one batch: each
+    is fitted for ``cfg.swap_iters`` keypoint steps from the same start (``p``, facing chosen) and scored by the
+    keypoint loss (2D + 3D landmarks + joint limits + interpenetration: the body's anatomy relative to its torso is
+    what tells a crossed labelling). A swap replaces the labels where it beats the detector's by ``cfg.swap_margin``.
+
+    Returns:
+        the relabelled data, the chosen hypothesis per frame (T,) (0 = kept) and the scores (3, T).
+    """
+    T = data.frames
+    perms = limb_swap_permutations(data.kp_xy.device)
+    H = perms.shape[0]
+    rows = perms.repeat_interleave(T, dim=0)  # (H·T, 33), hypothesis-major
+    big = permute_landmarks(_repeat_frames(data, H), rows)
+    hcfg = cfg.model_copy(update={"pose_iters": cfg.swap_iters, "w_smooth": 0.0})
+    q = FitParams(p.betas.detach().clone(), p.orient.detach().repeat(H, 1), p.pose.detach().repeat(H, 1),
+                  p.transl.detach().repeat(H, 1), p.log_scale.detach().repeat(H))  # fmt: skip
+    q = optimise_pose(model, big, hcfg, q, history, progress, stages=("pose",))
+    with torch.no_grad():
+        scores = frame_loss(model, big, hcfg, q, use_sil=False)[0].view(H, T)
+    best = scores.argmin(dim=0)
+    frames = torch.arange(T, device=scores.device)
+    chosen = torch.where(scores[best, frames] < (1.0 - cfg.swap_margin) * scores[0], best, torch.zeros_like(best))
+    if bool((chosen > 0).any()):
+        log.info("fit_body: left-right limb labels swapped in %d of %d frames", int((chosen > 0).sum()), T)
+    return permute_landmarks(data, perms[chosen]), chosen, scores
+
+
 def choose_camera(
     model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], progress=None
 ) -> tuple[FitData, FitParams]:
@@ -780,6 +855,8 @@ def fit_body(
     chosen, confidence = select_facing_track(scores, yaws, cfg.facing_jump_cost)
     p = hyp.take(chosen * T + torch.arange(T, device=chosen.device))
     p.pose = torch.zeros(T, 69, device=p.orient.device, dtype=p.orient.dtype)
+    if cfg.swap_iters > 0:
+        data, _, _ = select_limb_labels(model, data, cfg, p, history, progress)
     if cfg.camera == "auto":
         data, p = choose_camera(model, data, cfg, p, history, progress)
         rest = cfg.model_copy(update={"pose_iters": cfg.pose_iters - max(cfg.pose_iters // 2, 1)})

@@ -11,6 +11,7 @@ from geometry.render import render_mesh
 from icon.fit import (
     BodyFit,
     FitConfig,
+    FitParams,
     bend_prior,
     bone_direction_term,
     depth_order_term,
@@ -21,10 +22,13 @@ from icon.fit import (
     interpenetration_term,
     joint_limit_prior,
     kabsch_rotation,
+    limb_swap_permutations,
     mediapipe_world_to_camera,
     point_segment_distance,
+    prepare_fit_data,
     segment_segment_distance,
     select_facing_track,
+    select_limb_labels,
     temporal_smoothness,
 )
 from icon.synth.clip import make_clip
@@ -306,3 +310,37 @@ def test_interpenetration_of_arms_and_shins(model):
     assert float(cost) == pytest.approx(0.07**2, rel=0.01)
     cost.sum().backward()
     assert j.grad[0, 5, 2] < 0 and j.grad[0, 4, 2] > 0  # descent moves the right shin forwards, the left back
+
+
+def test_limb_swap_permutations_are_involutions():
+    perms = limb_swap_permutations()
+    assert perms.shape == (3, 33) and torch.equal(perms[0], torch.arange(33))
+    for h in (1, 2):
+        assert torch.equal(perms[h][perms[h]], torch.arange(33))  # swapping twice restores the labels
+    assert perms[1, 25] == 26 and perms[1, 32] == 31 and perms[1, 15] == 15  # legs only
+    assert perms[2, 15] == 16 and perms[2, 21] == 22 and perms[2, 27] == 27  # arms only
+    assert (perms[1:, [0, 11, 12, 23, 24]] == torch.tensor([0, 11, 12, 23, 24])).all()  # torso and face kept
+
+
+def test_swapped_leg_labels_are_undone(model):
+    """Facing the camera with the legs apart, the detector's left and right leg labels swapped: fitting them as given
+    crosses the legs (against the joint limits and the shin capsules), so the leg-swap hypothesis scores best and is
+    taken; with the right labels nothing is swapped. The full fit puts the left ankle on the body's left (+x)."""
+    size = 128
+    cam = make_clip(model, n_frames=1, size=size).camera
+    pose = torch.zeros(1, 69)
+    pose[0, 2], pose[0, 5] = 0.35, -0.35  # hips abducted: left leg towards +x, right towards -x
+    lm = _landmarks(model, torch.zeros(1, 10), torch.zeros(1, 3), pose)
+    kp = torch.cat([cam.project(lm), torch.ones(1, 33, 1)], dim=-1)
+    swapped = kp[:, limb_swap_permutations()[1]]
+    cfg = FitConfig(silhouette_iters=0, pose_iters=30, orient_iters=20, n_orientations=1, camera="weak", swap_iters=30)
+    start = FitParams(torch.zeros(1, 10), torch.zeros(1, 3), torch.zeros(1, 69), torch.zeros(1, 3),
+                      cam.scale.log().clone())  # fmt: skip
+    for keypoints, expect in ((swapped, 1), (kp, 0)):
+        data = prepare_fit_data(model, keypoints, None, size, cfg, None)
+        relabelled, chosen, scores = select_limb_labels(model, data, cfg, start, [])
+        assert chosen.tolist() == [expect] and scores.shape == (3, 1), scores
+        assert torch.allclose(relabelled.kp_xy, kp[..., :2])  # the detector's error is undone
+    fit = fit_body(model, swapped, None, size, cfg)
+    got = _landmarks(model, fit.betas, fit.global_orient, fit.body_pose)
+    assert float(got[0, 27, 0]) > 0.05 and float(got[0, 28, 0]) < -0.05, got[0, [27, 28], 0]
