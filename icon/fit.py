@@ -40,6 +40,9 @@ _LIMB_BONES = ((11, 13), (13, 15), (12, 14), (14, 16), (23, 25), (25, 27), (24, 
 # Landmark pairs whose depth order (which one is nearer the camera) the 3D landmarks constrain.
 _FACING_PAIRS = ((11, 12), (23, 24), (0, 7), (0, 8))
 _DEPTH_PAIRS = _FACING_PAIRS + ((13, 14), (15, 16), (25, 26), (27, 28)) + _LIMB_BONES[:8]
+# Left-right label swaps tried per frame (MediaPipe indices): legs (knee, ankle, heel, foot), arms (elbow, wrist, hand).
+_LEG_SWAP = ((25, 26), (27, 28), (29, 30), (31, 32))
+_ARM_SWAP = ((13, 14), (15, 16), (17, 18), (19, 20), (21, 22))
 # body_pose (69) entries and signs penalised when bent the wrong way (elbows about y, knees about x), SMPLify-style.
 _BEND_IDX = (52, 55, 9, 12)
 _BEND_SIGN = (1.0, -1.0, -1.0, -1.0)
@@ -90,6 +93,19 @@ class FitConfig(BaseModel):
     depth_margin_m: float = Field(0.03, gt=0, description="The body must agree with the order by this much (m).")
     min_visibility3d: float = Field(0.5, ge=0, le=1, description="3D landmarks below this visibility are ignored.")
     w_joint_limits: float = Field(50.0, ge=0, description="Weight of the per-joint angle-limit prior.")
+    w_interpenetration: float = Field(
+        1e4, ge=0, description="Weight of the limb-torso / leg-leg capsule overlap (sum of squared overlaps, m²)."
+    )
+    swap_iters: int = Field(
+        30, ge=0, description="Keypoint steps of the left-right limb-label hypotheses (0 = keep the detector's labels)."
+    )
+    swap_margin: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="A limb-label swap is taken only when its loss is lower than the detector's labelling by this "
+        "fraction (near-ties, e.g. side views, keep the labels).",
+    )
     facing_jump_cost: float = Field(
         50.0, ge=0, description="Cost of turning the facing between consecutive frames (x (1 - cos Δyaw) / 2)."
     )
@@ -247,11 +263,12 @@ def _joint_limits() -> torch.Tensor:
         for j in joints:
             lim[j] = torch.tensor(ranges)
 
-    put((1,), [(-2.2, 0.8), (-0.9, 0.9), (-0.5, 1.2)])  # left hip
-    put((2,), [(-2.2, 0.8), (-0.9, 0.9), (-1.2, 0.5)])  # right hip
+    put((1,), [(-2.2, 0.8), (-0.7, 0.7), (-0.5, 1.2)])  # left hip (rotation about the thigh ±40°)
+    put((2,), [(-2.2, 0.8), (-0.7, 0.7), (-1.2, 0.5)])  # right hip
     put((4, 5), [(-0.1, 2.6), (-0.2, 0.2), (-0.2, 0.2)])  # knees: flexion about x only
-    put((7, 8), [(-0.8, 0.9), (-0.4, 0.4), (-0.4, 0.4)])  # ankles
-    put((10, 11, 22, 23), [(-0.4, 0.4)] * 3)  # feet, hands
+    put((7, 8), [(-0.8, 0.9), (-0.3, 0.3), (-0.4, 0.4)])  # ankles
+    put((10, 11), [(-0.4, 0.4), (-0.1, 0.1), (-0.1, 0.1)])  # toes: they flex, they do not turn the foot
+    put((22, 23), [(-0.4, 0.4)] * 3)  # hands
     put((3, 6, 9), [(-0.4, 0.8), (-0.6, 0.6), (-0.45, 0.45)])  # spine
     put((12,), [(-0.6, 0.7), (-0.8, 0.8), (-0.5, 0.5)])  # neck
     put((15,), [(-0.5, 0.6), (-0.7, 0.7), (-0.4, 0.4)])  # head
@@ -271,6 +288,44 @@ def joint_limit_prior(body_pose: torch.Tensor) -> torch.Tensor:
     theta = body_pose.view(-1, 23, 3)
     over = torch.relu(theta - lim[..., 1]) + torch.relu(lim[..., 0] - theta)
     return (over**2).sum(dim=(1, 2)) / 23.0
+
+
+# Capsules of the interpenetration term (SMPL joint indices, radii in metres): the torso as the spine from the
+# pelvis to the top of the spine; the arm points that must stay outside it; the lower legs, which must not cross.
+_TORSO_AXIS = ((0, 3), (3, 6), (6, 9))
+_ARM_POINTS = (18, 19, 20, 21, 22, 23)  # elbows, wrists, hands
+_TORSO_RADIUS_M, _ARM_RADIUS_M, _SHIN_RADIUS_M = 0.11, 0.04, 0.045
+
+
+def point_segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance of points to segments, broadcasting (..., 3) → (...)."""
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
+    return (p - (a + t[..., None] * ab)).norm(dim=-1)
+
+
+def segment_segment_distance(a0: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor, n: int = 9):
+    """Approximate distance between segments a0-a1 and b0-b1, (..., 3) → (...): the least distance of ``n`` points
+    along each segment to the other segment (exact for parallel, crossing and end-point-nearest cases up to 1/(n-1)
+    of the length)."""
+    s = torch.linspace(0.0, 1.0, n, device=a0.device, dtype=a0.dtype)[:, None]
+    pa = a0[..., None, :] + s * (a1 - a0)[..., None, :]
+    pb = b0[..., None, :] + s * (b1 - b0)[..., None, :]
+    da = point_segment_distance(pa, b0[..., None, :], b1[..., None, :]).amin(-1)
+    db = point_segment_distance(pb, a0[..., None, :], a1[..., None, :]).amin(-1)
+    return torch.minimum(da, db)
+
+
+def interpenetration_term(joints: torch.Tensor) -> torch.Tensor:
+    """Squared overlaps (m²) of capsules around the skeleton, (B, 24, 3) joints → (B,): elbows, wrists and hands inside
+    the torso (a capsule along the spine) and the two lower legs (knee-ankle capsules) through each other."""
+    a = joints[:, [i for i, _ in _TORSO_AXIS]]  # (B, 3, 3) torso segments
+    b = joints[:, [j for _, j in _TORSO_AXIS]]
+    arms = joints[:, list(_ARM_POINTS)]  # (B, 6, 3)
+    d = point_segment_distance(arms[:, :, None], a[:, None], b[:, None]).amin(-1)  # (B, 6)
+    arm_cost = torch.relu(_TORSO_RADIUS_M + _ARM_RADIUS_M - d).pow(2).sum(-1)
+    shins = segment_segment_distance(joints[:, 4], joints[:, 7], joints[:, 5], joints[:, 8])
+    return arm_cost + torch.relu(2 * _SHIN_RADIUS_M - shins).pow(2)
 
 
 def mediapipe_world_to_camera(keypoints3d: torch.Tensor, min_visibility: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -613,6 +668,7 @@ def frame_loss(model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitPara
     per = per + _depth_terms(data, cfg, lm, _DEPTH_PAIRS, bones=True)
     per = per + cfg.w_pose_prior * pose_prior(p.pose) + cfg.w_bend_prior * bend_prior(p.pose)
     per = per + cfg.w_joint_limits * joint_limit_prior(p.pose) + cfg.w_shape_prior * (p.betas**2).sum()
+    per = per + cfg.w_interpenetration * interpenetration_term(out.joints)
     if k == 1:
         per = per + cfg.w_smooth * (temporal_smoothness(p.pose) + temporal_smoothness(p.transl * 10.0))
     if use_sil and data.masks_lr is not None:
@@ -655,6 +711,68 @@ def optimise_pose(
             if progress:
                 progress(name, it + 1, iters)
     return p
+
+
+def limb_swap_permutations(device: torch.device | None = None) -> torch.Tensor:
+    """(3, 33) landmark index permutations of the label hypotheses: the detector's labels, legs swapped left-right,
+    arms swapped left-right (the torso and face keep theirs: they fix the facing)."""
+    perms = torch.arange(33).repeat(3, 1)
+    for h, pairs in ((1, _LEG_SWAP), (2, _ARM_SWAP)):
+        for a, b in pairs:
+            perms[h, a], perms[h, b] = b, a
+    return perms.to(device)
+
+
+def permute_landmarks(data: FitData, perm: torch.Tensor) -> FitData:
+    """The targets with each frame's landmarks relabelled, ``perm`` (T, 33) → a `FitData` of the same frames."""
+    def take(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        idx = perm.view(*perm.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
+        return torch.gather(x, 1, idx)
+
+    return dataclasses.replace(data, kp_xy=take(data.kp_xy), conf=take(data.conf), lm3d=take(data.lm3d),
+                               w3d=take(data.w3d))  # fmt: skip
+
+
+def _repeat_frames(data: FitData, k: int) -> FitData:
+    """``k`` copies of the frames as one longer clip (no masks): rows of batched hypotheses."""
+
+    def rep(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.repeat(k, *([1] * (x.ndim - 1)))
+
+    return dataclasses.replace(data, kp_xy=rep(data.kp_xy), conf=rep(data.conf), lm3d=rep(data.lm3d),
+                               w3d=rep(data.w3d), masks_lr=None, cx=rep(data.cx), focal=rep(data.focal))  # fmt: skip
+
+
+def select_limb_labels(
+    model: torch.nn.Module, data: FitData, cfg: FitConfig, p: FitParams, history: list[float], progress=None
+) -> tuple[FitData, torch.Tensor, torch.Tensor]:
+    """Left-right limb-label hypotheses (detector's labels, legs swapped, arms swapped), all frames in one batch: each
+    is fitted for ``cfg.swap_iters`` keypoint steps from the same start (``p``, facing chosen) and scored by the
+    keypoint loss (2D + 3D landmarks + joint limits + interpenetration: the body's anatomy relative to its torso is
+    what tells a crossed labelling). A swap replaces the labels where it beats the detector's by ``cfg.swap_margin``.
+
+    Returns:
+        the relabelled data, the chosen hypothesis per frame (T,) (0 = kept) and the scores (3, T).
+    """
+    T = data.frames
+    perms = limb_swap_permutations(data.kp_xy.device)
+    H = perms.shape[0]
+    rows = perms.repeat_interleave(T, dim=0)  # (H·T, 33), hypothesis-major
+    big = permute_landmarks(_repeat_frames(data, H), rows)
+    hcfg = cfg.model_copy(update={"pose_iters": cfg.swap_iters, "w_smooth": 0.0})
+    q = FitParams(p.betas.detach().clone(), p.orient.detach().repeat(H, 1), p.pose.detach().repeat(H, 1),
+                  p.transl.detach().repeat(H, 1), p.log_scale.detach().repeat(H))  # fmt: skip
+    q = optimise_pose(model, big, hcfg, q, history, progress, stages=("pose",))
+    with torch.no_grad():
+        scores = frame_loss(model, big, hcfg, q, use_sil=False)[0].view(H, T)
+    best = scores.argmin(dim=0)
+    frames = torch.arange(T, device=scores.device)
+    chosen = torch.where(scores[best, frames] < (1.0 - cfg.swap_margin) * scores[0], best, torch.zeros_like(best))
+    if bool((chosen > 0).any()):
+        log.info("fit_body: left-right limb labels swapped in %d of %d frames", int((chosen > 0).sum()), T)
+    return permute_landmarks(data, perms[chosen]), chosen, scores
 
 
 def choose_camera(
@@ -737,6 +855,8 @@ def fit_body(
     chosen, confidence = select_facing_track(scores, yaws, cfg.facing_jump_cost)
     p = hyp.take(chosen * T + torch.arange(T, device=chosen.device))
     p.pose = torch.zeros(T, 69, device=p.orient.device, dtype=p.orient.dtype)
+    if cfg.swap_iters > 0:
+        data, _, _ = select_limb_labels(model, data, cfg, p, history, progress)
     if cfg.camera == "auto":
         data, p = choose_camera(model, data, cfg, p, history, progress)
         rest = cfg.model_copy(update={"pose_iters": cfg.pose_iters - max(cfg.pose_iters // 2, 1)})

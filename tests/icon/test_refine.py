@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from body import BodyModel, BodyParams, mediapipe_landmarks_3d
 from geometry.cameras import OrthographicCamera
-from geometry.diffrender import edge_topology
+from geometry.diffrender import edge_topology, silhouette_loss
 from geometry.render import render_mesh
 from icon.fit import BodyFit
-from icon.refine import RefineConfig, downsample_targets, refine_body, refinement_loss
+from icon.refine import RefineConfig, clothed_silhouette_loss, downsample_targets, refine_body, refinement_loss
 from icon.synth.clip import make_clip
 from tests.devices import DEVICES
 
@@ -244,3 +244,18 @@ def test_bad_inputs_raise(model):
         RefineConfig(iterashuns=10)
     with pytest.raises(ValidationError):
         RefineConfig(repredict_every=0)
+
+
+def test_clothed_silhouette_loss_is_asymmetric():
+    """A body inside a wider clothed mask costs only ``uncovered`` × the uncovered area; the same area of body outside
+    the mask costs fully; uncovered = 1 is the symmetric L1."""
+    mask = torch.zeros(1, 10, 10)
+    mask[0, 2:8, 2:8] = 1.0  # 36 px of clothed person
+    inside = torch.zeros(1, 10, 10)
+    inside[0, 3:7, 3:7] = 1.0  # 16 px of body inside it: 20 px uncovered
+    outside = mask.clone()
+    outside[0, 0:2, 0:10] = 1.0  # the whole mask plus 20 px of body outside it
+    assert float(clothed_silhouette_loss(inside, mask, 0.25)) == pytest.approx(0.25 * 20 / 100)
+    assert float(clothed_silhouette_loss(outside, mask, 0.25)) == pytest.approx(20 / 100)
+    for soft in (inside, outside, torch.rand(1, 10, 10, generator=torch.Generator().manual_seed(0))):
+        torch.testing.assert_close(clothed_silhouette_loss(soft, mask, 1.0), silhouette_loss(soft, mask, "l1"))
