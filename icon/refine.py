@@ -22,7 +22,8 @@ from body.params import BodyParams
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable
 from geometry.render import render_mesh
-from icon.fit import BodyFit, bend_prior, geman_mcclure, pose_prior
+from icon.fit import BodyFit
+from icon.fit_terms import bend_prior, geman_mcclure, pose_prior
 
 log = logging.getLogger(__name__)
 
