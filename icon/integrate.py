@@ -64,6 +64,11 @@ class IntegrationConfig(BaseModel):
         1.0, ge=0, description="Weight (relative to a gradient constraint) of the contour term of integrate_front_back:"
         " on the mask's boundary pixels the back lies `contour_thickness` behind the front (0 = integrate separately).",
     )  # fmt: skip
+    min_region: int = Field(
+        16, ge=0, description="Pixels a region enclosed by body-depth cuts must have to keep its cuts: a smaller one "
+        "(a finger or a single pixel where the body pokes out of the clothing) is an outlier of the body, not an "
+        "occluding part, and stays joined to its neighbours.",
+    )  # fmt: skip
     cg_iterations: int = Field(2000, ge=1, description="Maximum conjugate-gradient iterations per solve.")
     cg_tolerance: float = Field(1e-6, gt=0, description="Relative residual at which conjugate gradients stop.")
 
@@ -188,9 +193,29 @@ def _build_system(
     image_of = torch.arange(b, device=mask.device)[:, None, None].expand(b, h, w)[mask]
     target = torch.where(flat_prior, prior_x[mask], mean_x[image_of])
     prior_w = prior_w + 1e-6 * config.prior_weight * scale**2
-    keep = torch.cat(keeps)
+    keep = _rejoin_small_regions(torch.cat(ps), torch.cat(qs), torch.cat(keeps), n, config.min_region)
     return _System(n, index, torch.cat(ps), torch.cat(qs), torch.cat(as_), torch.cat(bs), keep,
                    torch.ones_like(keep, dtype=torch.bool), prior_w, target)  # fmt: skip
+
+
+def _rejoin_small_regions(
+    p: torch.Tensor, q: torch.Tensor, keep: torch.Tensor, n: int, min_region: int
+) -> torch.Tensor:
+    """(E,) edge weights with every cut edge (weight 0) restored to 1 where it touches a connected region (of the
+    graph of kept edges over the n pixels) smaller than ``min_region`` pixels."""
+    cut = keep == 0
+    if min_region <= 1 or not bool(cut.any()):
+        return keep
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    kept = ~cut
+    pk, qk = p[kept].cpu().numpy(), q[kept].cpu().numpy()
+    graph = sp.coo_matrix((np.ones(len(pk)), (pk, qk)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    small = torch.from_numpy(np.bincount(labels)[labels] < min_region).to(keep.device)
+    rejoin = cut & (small[p] | small[q])
+    return torch.where(rejoin, torch.ones_like(keep), keep)
 
 
 def _normal_matrix(

@@ -37,6 +37,8 @@ __all__ = [
     "fill_outside",
     "fused_surface",
     "mask_signed_distance",
+    "round_intersection",
+    "taubin_smooth",
 ]
 
 #: Points (N, 3) camera space -> (N,) occupancy logits (> 0 inside), e.g. the implicit net on its point features.
@@ -71,6 +73,15 @@ class SurfaceFusionConfig(BaseModel):
     occupancy_scale: float = Field(
         0.01, gt=0, description="Metres per logit unit when the implicit net decides the occlusion gaps (fused)."
     )
+    round_sides: float = Field(
+        0.08, ge=0, description="Largest radius (metres) of the rounding where the front/back slab meets the "
+        "silhouette's wall: each side becomes a half round of the local thickness (capped here) instead of a flat "
+        "wall with two creases; 0 = sharp walls.",
+    )  # fmt: skip
+    smooth_iterations: int = Field(
+        0, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
+        "stair-steps without shrinking it); 0 = off.",
+    )  # fmt: skip
 
 
 @dataclass
@@ -263,7 +274,8 @@ class DepthHullField:
         front, back, sdm = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
         d = -p[:, 2]
         k = self.k if isinstance(cam, OrthographicCamera) else self.k / d.clamp(min=1e-6)
-        phi = torch.maximum(torch.maximum(front - d, d - back), sdm / k)
+        phi = round_intersection(torch.maximum(front - d, d - back), sdm / k,
+                                 (0.5 * (back - front)).clamp(min=0.0, max=cfg.round_sides))  # fmt: skip
         phi = torch.where(in_image, phi, torch.full_like(phi, 1.0))
         depth_in = torch.minimum(d - front, back - d)  # how far behind the nearer observed surface
         alpha = ((depth_in - cfg.shell) / cfg.shell_ramp).clamp(0.0, 1.0)
@@ -299,6 +311,16 @@ class DepthHullField:
         return torch.where(phi == 0, torch.full_like(phi, 1e-7), phi)
 
 
+def round_intersection(a: torch.Tensor, b: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:
+    """Intersection of two signed distance-like fields (negative inside) with the edge where they meet rounded to
+    ``radius``: ``min(max(a, b), -r) + |(max(a + r, 0), max(b + r, 0))|``. Equal to ``max(a, b)`` deeper than r
+    inside either; near the edge the level set is a quarter circle of radius r tangent to both surfaces (a sharp
+    intersection for r = 0). All tensors broadcast; (N,) out."""
+    r = torch.as_tensor(radius, dtype=a.dtype, device=a.device)
+    corner = torch.sqrt((a + r).clamp(min=0.0) ** 2 + (b + r).clamp(min=0.0) ** 2)
+    return torch.minimum(torch.maximum(a, b), -r) + corner
+
+
 def _part_boxes(vertices: torch.Tensor, used: torch.Tensor, pad: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, 3) min and max corners of the connected clusters of the used vertices (hands, feet), padded."""
     pts = vertices[used]
@@ -331,7 +353,42 @@ def fused_surface(
         field, field.bounds(), resolution=resolution, coarse_resolution=coarse_resolution, level=0.0, inside="below",
         batch_points=batch_points, keep_largest=True, device=field.body_vertices.device,
     )  # fmt: skip
-    return close_pinholes(vertices, faces)
+    vertices, faces = close_pinholes(vertices, faces)
+    return taubin_smooth(vertices, faces, field.config.smooth_iterations), faces
+
+
+def taubin_smooth(
+    vertices: np.ndarray, faces: np.ndarray, iterations: int, lam: float = 0.5, mu: float = -0.53
+) -> np.ndarray:
+    """Taubin's λ|μ smoothing (SIGGRAPH 1995) with the uniform umbrella Laplacian: each pass moves every vertex by
+    λ·L(x) then by μ·L(x) (μ < -λ < 0), a low-pass filter that removes the high-frequency steps of a voxel or pixel
+    grid but, unlike plain Laplacian smoothing, does not shrink the shape.
+
+    Args:
+        vertices: (V, 3) float32.
+        faces: (F, 3) int64.
+        iterations: passes (one λ and one μ step each).
+        lam, mu: the two step factors.
+
+    Returns:
+        (V, 3) float32 smoothed vertices (the faces are unchanged).
+    """
+    if iterations <= 0 or len(faces) == 0:
+        return vertices
+    import scipy.sparse as sp
+
+    n = len(vertices)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # duplicate edges (two faces per edge) count once
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    mean_of_neighbours = sp.diags(1.0 / np.maximum(deg, 1.0)) @ adj
+    x = vertices.astype(np.float64)
+    for _ in range(iterations):
+        for factor in (lam, mu):
+            x = x + factor * (mean_of_neighbours @ x - x)
+    return x.astype(np.float32)
 
 
 def close_pinholes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

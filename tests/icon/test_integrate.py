@@ -202,3 +202,20 @@ def test_contour_term_recovers_the_thickness_the_prior_misses():
     # it and are overestimated (up to 4x where the true thickness is small): the median relative error is below 50 %
     assert ((thick[edge] - true).abs() / true).min() < 0.02
     assert ((thick[edge] - true).abs() / true).median() < 0.5
+
+
+def test_a_few_pixels_cut_off_by_the_body_stay_joined():
+    """The body pokes 30 cm out of a flat cloth at a 2x2 patch (a finger towards the camera): the patch is too small to
+    be an occluding part, so the normals keep it on the cloth instead of a spike at the body's depth."""
+    cam, n, mask, _, _ = _step_scene()
+    depth = torch.full((1, S, S), 2.0, dtype=torch.float64)
+    prior = depth.clone()
+    prior[:, 40:42, 50:52] = 1.7
+    est = integrate_normals(n, mask, cam, prior, mask)
+    assert (est - depth)[mask].abs().max() < 0.005
+    spike = integrate_normals(n, mask, cam, prior, mask, IntegrationConfig(min_region=0))
+    assert spike[0, 40, 50] == pytest.approx(1.7, abs=0.01)
+    # a region larger than min_region keeps its cuts (the step test's arm is 45 x 84 pixels)
+    big = IntegrationConfig(min_region=4)
+    est = integrate_normals(n, mask, cam, prior, mask, big)
+    assert est[0, 40, 50] == pytest.approx(1.7, abs=0.01)
