@@ -38,6 +38,7 @@ __all__ = [
     "fused_surface",
     "mask_signed_distance",
     "round_intersection",
+    "silhouette_hull",
     "taubin_smooth",
 ]
 
@@ -77,6 +78,12 @@ class SurfaceFusionConfig(BaseModel):
         0.08, ge=0, description="Largest radius (metres) of the rounding where the front/back slab meets the "
         "silhouette's wall: each side becomes a half round of the local thickness (capped here) instead of a flat "
         "wall with two creases; 0 = sharp walls.",
+    )  # fmt: skip
+    hull_aspect: float = Field(
+        0.6, ge=0, description="Depth-to-width ratio of the silhouette hull that guides the integration where the "
+        "clothing is wider than the body (a skirt, a dress, a coat): each mask pixel's front/back prior is at least "
+        "this fraction of the elliptic profile of its row's and column's mask runs (the smaller) around the nearest "
+        "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
     )  # fmt: skip
     smooth_iterations: int = Field(
         0, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
@@ -181,8 +188,81 @@ def clothed_depth_maps(
     size = min(cfg.map_size, normals_front.shape[1])
     nf, nb, m = downsample_maps(normals_front.float(), normals_back.float(), masks.to(normals_front.device), size)
     body = render_mesh(body_vertices.detach().float(), faces, camera, size, size)
-    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration)
+    guides = (None, None)
+    if cfg.hull_aspect > 0:
+        guides = silhouette_hull(m, body.depth, body.depth_back, body.mask, _map_scale(camera, size), cfg.hull_aspect,
+                                 isinstance(camera, OrthographicCamera))  # fmt: skip
+    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration, *guides)
     return ClothedDepth(depth, body.depth, body.depth_back, body.mask)
+
+
+def _run_profile(mask: np.ndarray) -> np.ndarray:
+    """(H, W) half-chord in pixels of the circular profile along each row: for a pixel at x in a run of
+    mask pixels [a, b), sqrt((w/2)² - (x + 0.5 - c)²) with w = b - a, c = (a + b) / 2; 0 outside the mask."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.float64)
+    pad = np.zeros((h, w + 2), bool)
+    pad[:, 1:-1] = mask
+    d = np.diff(pad.astype(np.int8), axis=1)
+    for r in range(h):
+        starts, ends = np.nonzero(d[r] == 1)[0], np.nonzero(d[r] == -1)[0]
+        for a, b in zip(starts, ends, strict=True):
+            x = np.arange(a, b) + 0.5
+            c, half = (a + b) / 2, (b - a) / 2
+            out[r, a:b] = np.sqrt(np.clip(half**2 - (x - c) ** 2, 0, None))
+    return out
+
+
+def silhouette_hull(
+    mask: torch.Tensor,
+    body_front: torch.Tensor,
+    body_back: torch.Tensor,
+    body_mask: torch.Tensor,
+    k: torch.Tensor,
+    aspect: float,
+    orthographic: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Front/back depth guides: the union of the body and an elliptic hull of the silhouette around it.
+
+    The hull's half-depth at a mask pixel is ``aspect`` times the smaller of its row's and its column's circular
+    profiles (a run of width w gives w/2 at its centre, 0 at its ends), centred on the mid-depth of the nearest body
+    pixel. Where the body is deeper than the hull the body stays (tight clothing); where the clothing reaches beyond
+    the body (a skirt between the legs, a coat's hem) the hull gives the integration a thickness the normals alone,
+    all facing the camera, cannot.
+
+    Args:
+        mask: (B, R, R) bool person mask.
+        body_front, body_back: (B, R, R) the body's nearest/farthest depth, valid on ``body_mask``.
+        body_mask: (B, R, R) bool.
+        k: (B,) or scalar pixels per metre (orthographic) or focal length in pixels (pinhole) at this resolution.
+        aspect: depth-to-width ratio of the hull.
+        orthographic: False for a pinhole camera (pixels per metre = k / depth).
+
+    Returns:
+        (B, R, R) front and back guide depths, NaN outside the mask (and in frames without a body pixel).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    masks = mask.detach().cpu().numpy().astype(bool)
+    bm = body_mask.detach().cpu().numpy().astype(bool)
+    bf, bb = body_front.detach().cpu().double().numpy(), body_back.detach().cpu().double().numpy()
+    kk = np.broadcast_to(np.asarray(torch.as_tensor(k).detach().cpu().double()).reshape(-1), (len(masks),))
+    fronts, backs = np.full(masks.shape, np.nan), np.full(masks.shape, np.nan)
+    for i, m in enumerate(masks):
+        if not m.any() or not bm[i].any():
+            continue
+        half_px = np.minimum(_run_profile(m), _run_profile(m.T).T)
+        _, (ii, jj) = distance_transform_edt(~bm[i], return_indices=True)
+        mid = 0.5 * (bf[i] + bb[i])[ii, jj]
+        per_m = kk[i] if orthographic else kk[i] / np.maximum(mid, 1e-6)
+        half = aspect * half_px / per_m
+        front, back = mid - half, mid + half
+        front = np.where(bm[i], np.minimum(front, bf[i]), front)
+        back = np.where(bm[i], np.maximum(back, bb[i]), back)
+        fronts[i] = np.where(m, front, np.nan)
+        backs[i] = np.where(m, back, np.nan)
+    return (torch.from_numpy(fronts).to(body_front.device, body_front.dtype),
+            torch.from_numpy(backs).to(body_front.device, body_front.dtype))  # fmt: skip
 
 
 def _map_scale(camera: Camera, map_size: int) -> torch.Tensor:
