@@ -22,6 +22,7 @@ from icon.surface_fusion import (
     fused_surface,
     mask_signed_distance,
     round_intersection,
+    silhouette_hull,
     taubin_smooth,
 )
 
@@ -216,3 +217,43 @@ def normal_consistency(v, f, target) -> float:
     pts, fi = trimesh.sample.sample_surface(m, 20000, seed=0)
     cp = closest_points(target[0][None], target[1], torch.from_numpy(pts).float()[None], "none", normals=True)
     return float(np.abs((m.face_normals[fi] * cp.normal[0].numpy()).sum(1)).mean())
+
+
+def test_silhouette_hull_is_an_elliptic_profile_around_the_body():
+    """A 40 x 20 px rectangle mask with a 10 px wide body strip in its middle columns: the hull's half-depth is
+    aspect x the smaller run profile (rows: 20 px runs -> 10 px at the centre), centred on the nearest body pixel's
+    mid-depth; on body pixels the deeper of body and hull."""
+    m = torch.zeros(1, 60, 60, dtype=torch.bool)
+    m[:, 10:50, 20:40] = True
+    bm = torch.zeros_like(m)
+    bm[:, 10:50, 25:35] = True
+    bf = torch.where(bm, torch.full(m.shape, 2.9), torch.zeros(m.shape))
+    bb = torch.where(bm, torch.full(m.shape, 3.1), torch.zeros(m.shape))
+    front, back = silhouette_hull(m, bf, bb, bm, torch.tensor([100.0]), 0.6)
+    assert torch.isnan(front[~m]).all() and torch.isfinite(front[m]).all()
+    # centre pixel (29, 29): row run 20 px, x + 0.5 - c = -0.5 -> sqrt(100 - 0.25) px; 0.6 of it / 100 px per m
+    half = 0.6 * math.sqrt(100 - 0.25) / 100
+    assert front[0, 29, 29] == pytest.approx(min(2.9, 3.0 - half), abs=1e-5)
+    assert back[0, 29, 29] == pytest.approx(max(3.1, 3.0 + half), abs=1e-5)
+    # outside the body the hull alone, thinner towards the mask's side edge
+    edge = 0.6 * math.sqrt(100 - 9.5**2) / 100
+    assert front[0, 29, 20] == pytest.approx(3.0 - edge, abs=1e-5) and back[0, 29, 20] == pytest.approx(3.0 + edge)
+    assert (back - front)[0, 29, 20] < (back - front)[0, 29, 22]
+    no_body = silhouette_hull(m, bf, bb, torch.zeros_like(bm), torch.tensor([100.0]), 0.6)[0]
+    assert torch.isnan(no_body).all()
+
+
+def test_hull_gives_a_round_skirt_its_depth():
+    """A skirt with a round cross-section over a thin body: every normal faces the camera or the side, so without
+    the hull the integrated skirt stays about as deep as the body; with it the surface comes closer to the truth
+    (measured mean distances 5.5 / 2.5 cm -> 4.9 / 1.9 cm)."""
+    body = ellipsoid((0.12, 0.45, 0.10))
+    skirt = ellipsoid((0.35, 0.45, 0.30))
+    out = []
+    for aspect in (0.0, 0.6):
+        _, v, f = reconstruct(body, skirt, SurfaceFusionConfig(map_size=S, hull_aspect=aspect))
+        check_closed(v, f)
+        out.append((distances(v, f, skirt), float(v[:, 2].max() - v[:, 2].min())))
+    (a0, b0), z0 = out[0]
+    (a1, b1), z1 = out[1]
+    assert a1 < a0 - 0.004 and b1 < b0 - 0.004 and z1 > z0 + 0.02
