@@ -86,7 +86,7 @@ class SurfaceFusionConfig(BaseModel):
         "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
     )  # fmt: skip
     smooth_iterations: int = Field(
-        0, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
+        10, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
         "stair-steps without shrinking it); 0 = off.",
     )  # fmt: skip
 

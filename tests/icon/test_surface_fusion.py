@@ -246,7 +246,7 @@ def test_silhouette_hull_is_an_elliptic_profile_around_the_body():
 def test_hull_gives_a_round_skirt_its_depth():
     """A skirt with a round cross-section over a thin body: every normal faces the camera or the side, so without
     the hull the integrated skirt stays about as deep as the body; with it the surface comes closer to the truth
-    (measured mean distances 5.5 / 2.5 cm -> 4.9 / 1.9 cm)."""
+    (measured without smoothing: mean distances 5.5 / 2.5 cm -> 4.9 / 1.9 cm)."""
     body = ellipsoid((0.12, 0.45, 0.10))
     skirt = ellipsoid((0.35, 0.45, 0.30))
     out = []
