@@ -8,6 +8,11 @@ clothing on it (or, for the ``fused`` surface, the implicit net decides). Hands 
 Points that project outside the image take the body's signed distance. The field is a continuous signed
 distance-like function (metres, negative inside), so marching cubes gives a closed surface; the largest component is
 kept. Nothing here caps how far clothing reaches from the body: the silhouette and the depth maps do.
+
+Where clothing is wider than the body (a skirt between the legs) the normals, which mostly face the camera, say little
+about its depth: the integration is then guided by the union of the body and an elliptic hull of the silhouette
+(`silhouette_hull`). The silhouette's walls are rounded into the front/back slab (`round_intersection`) and the mesh
+gets a few Taubin passes (`taubin_smooth`), so the sides carry no flat wall or pixel stair-steps.
 """
 
 from __future__ import annotations
