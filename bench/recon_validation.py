@@ -25,10 +25,11 @@ import torch
 from validation_data import DEFAULT_ROOT, load_scorer
 
 from body import BodyModel
+from body.params import BodyParams
 from flows.bundled import weights_path
 from flows.pipeline import resolve_config
 from flows.reconstruct_files import overlay_panel, read_mask, read_rgb
-from icon.fit import fit_body
+from icon.fit import BodyFit, fit_body
 from icon.implicit import load_implicit_net
 from icon.normal_net import load_normal_net
 from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
@@ -62,29 +63,57 @@ def crop_subject(image: np.ndarray, mask: np.ndarray, detector, person) -> objec
     return crop_frames(image[None], mask[None], track.keypoints, crops, size=person.crop_size)
 
 
-def reconstruct_subject(subject: Path, model, nets, detector, pipeline, surfaces: list[str]) -> dict | None:
-    """Meshes (name -> (vertices, faces)) of one subject, the crop, the front normals and seconds per surface."""
+def reconstruct_subject(subject: Path, model, nets, detector, pipeline, surfaces: list[str],
+                        cache: Path | None = None) -> dict | None:  # fmt: skip
+    """Meshes (name -> (vertices, faces)) of one subject, the crop, the front normals and seconds per surface.
+
+    With ``cache`` (a .npz path) the refined fit, normals, mask and crop are read from there when it exists (only the
+    surfaces are rebuilt) and written there otherwise.
+    """
     device = model.device
-    image = read_rgb(subject / "image.png")
-    mask = read_mask(subject / "mask.png", image.shape[:2])
-    cropped = crop_subject(image, mask, detector, pipeline.person)
-    if cropped is None:
-        return None
-    kp = torch.from_numpy(cropped.keypoints).to(device)
-    m = torch.from_numpy(cropped.masks).to(device)
     size, cfg = pipeline.person.crop_size, pipeline.reconstruct
-    fit = fit_body(model, kp, m, size, pipeline.fit)
-    rec = reconstruct(model, torch.from_numpy(cropped.images).to(device), m, fit, nets[0], nets[1],
-                      cfg.model_copy(update={"surface": surfaces[0]}), keypoints=kp)  # fmt: skip
-    seconds = {"refine": rec.seconds["refine"], surfaces[0]: rec.seconds["surface"]}
-    meshes = {"body_fit": (rec.body_vertices[0].numpy(), model.faces.cpu().numpy()), surfaces[0]: rec.meshes[0]}
-    for kind in surfaces[1:]:
+    seconds: dict[str, float] = {}
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        body = BodyParams(*(torch.from_numpy(z[k]) for k in ("betas", "global_orient", "body_pose", "transl")))
+        fit = BodyFit.from_params(body, torch.from_numpy(z["camera"]), int(z["image_size"]))
+        nf, nb = torch.from_numpy(z["normals_front"]), torch.from_numpy(z["normals_back"])
+        m, crop = torch.from_numpy(z["mask"]), z["crop"]
+        meshes = {}
+    else:
+        image = read_rgb(subject / "image.png")
+        mask = read_mask(subject / "mask.png", image.shape[:2])
+        cropped = crop_subject(image, mask, detector, pipeline.person)
+        if cropped is None:
+            return None
+        kp = torch.from_numpy(cropped.keypoints).to(device)
+        m = torch.from_numpy(cropped.masks).to(device)
+        fit = fit_body(model, kp, m, size, pipeline.fit)
+        rec = reconstruct(model, torch.from_numpy(cropped.images).to(device), m, fit, nets[0], nets[1],
+                          cfg.model_copy(update={"surface": surfaces[0]}), keypoints=kp)  # fmt: skip
+        seconds = {"refine": rec.seconds["refine"], surfaces[0]: rec.seconds["surface"]}
+        meshes = {surfaces[0]: rec.meshes[0]}
+        fit, nf, nb, crop = rec.fit, rec.normals_front, rec.normals_back, cropped.images[0]
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cache, **{k: getattr(fit, k).detach().cpu().numpy()
+                                          for k in ("betas", "global_orient", "body_pose", "transl", "camera")},
+                                image_size=fit.image_size, normals_front=nf.detach().cpu().numpy(),
+                                normals_back=nb.detach().cpu().numpy(), mask=m.cpu().numpy(), crop=crop)  # fmt: skip
+    fit = BodyFit.from_params(fit.body, fit.camera.to(device), fit.image_size)
+    m = m.to(device)
+    for kind in surfaces:
+        if kind in meshes:
+            continue
         t0 = time.perf_counter()
-        _, ms = clothed_surfaces(model, rec.fit, rec.normals_front, rec.normals_back, m, nets[1], cfg, surface=kind)
+        body_v, ms = clothed_surfaces(model, fit, nf, nb, m, nets[1], cfg, surface=kind)
         meshes[kind] = ms[0]
         seconds[kind] = time.perf_counter() - t0
-    return {"meshes": meshes, "crop": cropped.images[0], "normals": rec.normals_front[0].cpu().numpy(),
-            "seconds": seconds}  # fmt: skip
+    with torch.no_grad():
+        body_v = model(betas=fit.betas.to(device), global_orient=fit.global_orient.to(device),
+                       body_pose=fit.body_pose.to(device), transl=fit.transl.to(device)).vertices  # fmt: skip
+    meshes["body_fit"] = (body_v[0].cpu().numpy(), model.faces.cpu().numpy())
+    return {"meshes": meshes, "crop": crop, "normals": nf[0].cpu().numpy(), "seconds": seconds}
 
 
 def score(scorer, pred: Path, gt: Path) -> dict:
@@ -123,6 +152,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="marching-cubes grid (default: the preset's)")
     parser.add_argument("--overlays", type=int, default=6, help="save overlays for the first N subjects")
     parser.add_argument("--fused", action="store_true", help="also the fused surface")
+    parser.add_argument("--surfaces", nargs="*", help="surfaces to build (default: integrated implicit [fused])")
+    parser.add_argument("--cache", type=Path, help="folder of per-subject refined fits + normals (read if there, "
+                        "else written): reruns then rebuild only the surfaces")
     parser.add_argument("--table-only", action="store_true", help="print the table of the subjects under --out")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -149,13 +181,14 @@ def main() -> None:
     pipeline = resolve_config(args.preset)
     if args.resolution:
         pipeline.reconstruct.resolution = args.resolution
-    surfaces = ["integrated", "implicit"] + (["fused"] if args.fused else [])
+    surfaces = args.surfaces or ["integrated", "implicit"] + (["fused"] if args.fused else [])
     names = ["body_fit", *surfaces]
     rows = []
     with PersonDetector() as detector:
         for i, subject in enumerate(subjects):
             t0 = time.perf_counter()
-            out = reconstruct_subject(subject, model, nets, detector, pipeline, surfaces)
+            cache = args.cache / f"{subject.name}.npz" if args.cache else None
+            out = reconstruct_subject(subject, model, nets, detector, pipeline, surfaces, cache)
             outfit = json.loads((subject / "meta.json").read_text())["outfit"]
             if out is None:
                 print(f"{subject.name}: no person found", flush=True)

@@ -64,6 +64,11 @@ class IntegrationConfig(BaseModel):
         1.0, ge=0, description="Weight (relative to a gradient constraint) of the contour term of integrate_front_back:"
         " on the mask's boundary pixels the back lies `contour_thickness` behind the front (0 = integrate separately).",
     )  # fmt: skip
+    min_region: int = Field(
+        16, ge=0, description="Pixels a region enclosed by body-depth cuts must have to keep its cuts: a smaller one "
+        "(a finger or a single pixel where the body pokes out of the clothing) is an outlier of the body, not an "
+        "occluding part, and stays joined to its neighbours.",
+    )  # fmt: skip
     cg_iterations: int = Field(2000, ge=1, description="Maximum conjugate-gradient iterations per solve.")
     cg_tolerance: float = Field(1e-6, gt=0, description="Relative residual at which conjugate gradients stop.")
 
@@ -148,6 +153,7 @@ def _build_system(
     k: torch.Tensor,
     perspective: bool,
     config: IntegrationConfig,
+    guide_x: torch.Tensor | None = None,
 ) -> _System:
     b, h, w = mask.shape
     dtype = normals.dtype
@@ -187,10 +193,35 @@ def _build_system(
     ])  # fmt: skip
     image_of = torch.arange(b, device=mask.device)[:, None, None].expand(b, h, w)[mask]
     target = torch.where(flat_prior, prior_x[mask], mean_x[image_of])
+    if guide_x is not None:  # a guide replaces the prior's target (and weight) wherever it is finite
+        guide = guide_x[mask]
+        has = torch.isfinite(guide)
+        target = torch.where(has, guide, target)
+        prior_w = torch.where(has, config.prior_weight * scale**2, prior_w)
     prior_w = prior_w + 1e-6 * config.prior_weight * scale**2
-    keep = torch.cat(keeps)
+    keep = _rejoin_small_regions(torch.cat(ps), torch.cat(qs), torch.cat(keeps), n, config.min_region)
     return _System(n, index, torch.cat(ps), torch.cat(qs), torch.cat(as_), torch.cat(bs), keep,
                    torch.ones_like(keep, dtype=torch.bool), prior_w, target)  # fmt: skip
+
+
+def _rejoin_small_regions(
+    p: torch.Tensor, q: torch.Tensor, keep: torch.Tensor, n: int, min_region: int
+) -> torch.Tensor:
+    """(E,) edge weights with every cut edge (weight 0) restored to 1 where it touches a connected region (of the
+    graph of kept edges over the n pixels) smaller than ``min_region`` pixels."""
+    cut = keep == 0
+    if min_region <= 1 or not bool(cut.any()):
+        return keep
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    kept = ~cut
+    pk, qk = p[kept].cpu().numpy(), q[kept].cpu().numpy()
+    graph = sp.coo_matrix((np.ones(len(pk)), (pk, qk)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    small = torch.from_numpy(np.bincount(labels)[labels] < min_region).to(keep.device)
+    rejoin = cut & (small[p] | small[q])
+    return torch.where(rejoin, torch.ones_like(keep), keep)
 
 
 def _normal_matrix(
@@ -260,6 +291,14 @@ def _solve_system(system: _System, cfg: IntegrationConfig, device: torch.device)
     return x
 
 
+def _guide_units(guide: torch.Tensor | None, device, dtype, perspective: bool) -> torch.Tensor | None:
+    """A guide depth in the unknowns' units (log-depth for a pinhole camera); NaN stays NaN."""
+    if guide is None:
+        return None
+    g = guide.to(device=device, dtype=dtype)
+    return torch.log(g.clamp(min=1e-6)).where(torch.isfinite(g), g) if perspective else g
+
+
 def _boundary(mask: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool mask pixels with a 4-neighbour outside the mask (or on the image border)."""
     pad = tnf.pad(mask[:, None].float(), (1, 1, 1, 1))[:, 0]
@@ -316,6 +355,7 @@ def integrate_normals(
     prior_depth: torch.Tensor,
     prior_mask: torch.Tensor,
     config: IntegrationConfig | None = None,
+    guide: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate one surface's normal maps into depth maps, guided by a prior depth (the body's).
 
@@ -327,6 +367,7 @@ def integrate_normals(
         prior_depth: (B, H, W) prior depth (-z, metres; e.g. the body's rendered depth), used where ``prior_mask``.
         prior_mask: (B, H, W) bool pixels where the prior holds (e.g. the body's silhouette).
         config: ``IntegrationConfig``.
+        guide: optional (B, H, W) depth replacing the prior's target wherever finite (see ``integrate_front_back``).
 
     Returns:
         (B, H, W) depth (-z, metres) in the dtype of ``normals``, 0 outside ``mask``.
@@ -348,7 +389,8 @@ def integrate_normals(
         raise ValueError("prior_depth must be positive where prior_mask holds for a perspective camera")
     xt, yt, k = _pixel_geometry(camera, b, h, w, device, dtype)
     prior_x = torch.log(prior.clamp(min=1e-6)) if perspective else prior
-    system = _build_system(nrm, mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg)
+    guide_x = _guide_units(guide, device, dtype, perspective)
+    system = _build_system(nrm, mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg, guide_x)
     x = _solve_system(system, cfg, device)
     depth = torch.exp(x) if perspective else x
     out[mask_b] = depth.to(normals.dtype)
@@ -364,6 +406,8 @@ def integrate_front_back(
     body_depth_back: torch.Tensor,
     body_mask: torch.Tensor,
     config: IntegrationConfig | None = None,
+    guide_front: torch.Tensor | None = None,
+    guide_back: torch.Tensor | None = None,
 ) -> DepthMaps:
     """Front and back clothed depth maps from the clothed normal maps and the body's rendered depth.
 
@@ -376,6 +420,9 @@ def integrate_front_back(
         body_depth_back: (B, H, W) body's farthest depth (``.depth_back``).
         body_mask: (B, H, W) bool body silhouette.
         config: ``IntegrationConfig``.
+        guide_front, guide_back: optional (B, H, W) depths that replace the body's as the prior's target wherever
+            they are finite (NaN elsewhere), e.g. a clothing hull wider than the body; the cuts still follow the
+            body's depth.
 
     Returns:
         ``DepthMaps``; where the integrated back lies in front of the front (thin sides) both are set to their mean.
@@ -383,10 +430,10 @@ def integrate_front_back(
     cfg = config or IntegrationConfig()
     if cfg.boundary_weight > 0:
         front, back = _integrate_coupled(normals_front, normals_back, mask, camera, body_depth_front, body_depth_back,
-                                         body_mask, cfg)  # fmt: skip
+                                         body_mask, cfg, (guide_front, guide_back))  # fmt: skip
     else:
-        front = integrate_normals(normals_front, mask, camera, body_depth_front, body_mask, cfg)
-        back = integrate_normals(normals_back, mask, camera, body_depth_back, body_mask, cfg)
+        front = integrate_normals(normals_front, mask, camera, body_depth_front, body_mask, cfg, guide_front)
+        back = integrate_normals(normals_back, mask, camera, body_depth_back, body_mask, cfg, guide_back)
     mask_b = mask.to(device=front.device, dtype=torch.bool)
     crossed = mask_b & (back < front)
     mid = 0.5 * (front + back)
@@ -395,7 +442,8 @@ def integrate_front_back(
     return DepthMaps(front, back, mask_b)
 
 
-def _integrate_coupled(normals_front, normals_back, mask, camera, depth_front, depth_back, body_mask, cfg):
+def _integrate_coupled(normals_front, normals_back, mask, camera, depth_front, depth_back, body_mask, cfg,
+                       guides=(None, None)):  # fmt: skip
     """Front and back integrated in one system, tied on the mask's boundary (see ``boundary_weight``)."""
     _check_inputs(normals_front, mask, depth_front, body_mask)
     _check_inputs(normals_back, mask, depth_back, body_mask)
@@ -410,12 +458,14 @@ def _integrate_coupled(normals_front, normals_back, mask, camera, depth_front, d
     perspective = isinstance(camera, PerspectiveCamera)
     xt, yt, k = _pixel_geometry(camera, b, h, w, device, dtype)
     systems = []
-    for n, prior in ((normals_front, depth_front), (normals_back, depth_back)):
+    for n, prior, guide in ((normals_front, depth_front, guides[0]), (normals_back, depth_back, guides[1])):
         prior = prior.to(device=device, dtype=dtype)
         if perspective and bool((prior[prior_mask_b] <= 0).any()):
             raise ValueError("prior_depth must be positive where prior_mask holds for a perspective camera")
         prior_x = torch.log(prior.clamp(min=1e-6)) if perspective else prior
-        systems.append(_build_system(n.to(dtype), mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg))
+        guide_x = _guide_units(guide, device, dtype, perspective)
+        systems.append(_build_system(n.to(dtype), mask_b, prior_x, prior_mask_b, prior, xt, yt, k, perspective, cfg,
+                                     guide_x))  # fmt: skip
     kk = k[:, None, None].expand(b, h, w)
     if perspective:  # pixels per metre at the (prior) depth; the unknowns are log-depths: thickness / depth
         d0 = torch.zeros(b, h, w, dtype=dtype, device=device)

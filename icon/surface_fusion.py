@@ -8,6 +8,11 @@ clothing on it (or, for the ``fused`` surface, the implicit net decides). Hands 
 Points that project outside the image take the body's signed distance. The field is a continuous signed
 distance-like function (metres, negative inside), so marching cubes gives a closed surface; the largest component is
 kept. Nothing here caps how far clothing reaches from the body: the silhouette and the depth maps do.
+
+Where clothing is wider than the body (a skirt between the legs) the normals, which mostly face the camera, say little
+about its depth: the integration is then guided by the union of the body and an elliptic hull of the silhouette
+(`silhouette_hull`). The silhouette's walls are rounded into the front/back slab (`round_intersection`) and the mesh
+gets a few Taubin passes (`taubin_smooth`), so the sides carry no flat wall or pixel stair-steps.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ __all__ = [
     "fill_outside",
     "fused_surface",
     "mask_signed_distance",
+    "round_intersection",
+    "silhouette_hull",
+    "taubin_smooth",
 ]
 
 #: Points (N, 3) camera space -> (N,) occupancy logits (> 0 inside), e.g. the implicit net on its point features.
@@ -71,6 +79,21 @@ class SurfaceFusionConfig(BaseModel):
     occupancy_scale: float = Field(
         0.01, gt=0, description="Metres per logit unit when the implicit net decides the occlusion gaps (fused)."
     )
+    round_sides: float = Field(
+        0.08, ge=0, description="Largest radius (metres) of the rounding where the front/back slab meets the "
+        "silhouette's wall: each side becomes a half round of the local thickness (capped here) instead of a flat "
+        "wall with two creases; 0 = sharp walls.",
+    )  # fmt: skip
+    hull_aspect: float = Field(
+        0.6, ge=0, description="Depth-to-width ratio of the silhouette hull that guides the integration where the "
+        "clothing is wider than the body (a skirt, a dress, a coat): each mask pixel's front/back prior is at least "
+        "this fraction of the elliptic profile of its row's and column's mask runs (the smaller) around the nearest "
+        "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
+    )  # fmt: skip
+    smooth_iterations: int = Field(
+        10, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
+        "stair-steps without shrinking it); 0 = off.",
+    )  # fmt: skip
 
 
 @dataclass
@@ -170,8 +193,81 @@ def clothed_depth_maps(
     size = min(cfg.map_size, normals_front.shape[1])
     nf, nb, m = downsample_maps(normals_front.float(), normals_back.float(), masks.to(normals_front.device), size)
     body = render_mesh(body_vertices.detach().float(), faces, camera, size, size)
-    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration)
+    guides = (None, None)
+    if cfg.hull_aspect > 0:
+        guides = silhouette_hull(m, body.depth, body.depth_back, body.mask, _map_scale(camera, size), cfg.hull_aspect,
+                                 isinstance(camera, OrthographicCamera))  # fmt: skip
+    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration, *guides)
     return ClothedDepth(depth, body.depth, body.depth_back, body.mask)
+
+
+def _run_profile(mask: np.ndarray) -> np.ndarray:
+    """(H, W) half-chord in pixels of the circular profile along each row: for a pixel at x in a run of
+    mask pixels [a, b), sqrt((w/2)² - (x + 0.5 - c)²) with w = b - a, c = (a + b) / 2; 0 outside the mask."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.float64)
+    pad = np.zeros((h, w + 2), bool)
+    pad[:, 1:-1] = mask
+    d = np.diff(pad.astype(np.int8), axis=1)
+    for r in range(h):
+        starts, ends = np.nonzero(d[r] == 1)[0], np.nonzero(d[r] == -1)[0]
+        for a, b in zip(starts, ends, strict=True):
+            x = np.arange(a, b) + 0.5
+            c, half = (a + b) / 2, (b - a) / 2
+            out[r, a:b] = np.sqrt(np.clip(half**2 - (x - c) ** 2, 0, None))
+    return out
+
+
+def silhouette_hull(
+    mask: torch.Tensor,
+    body_front: torch.Tensor,
+    body_back: torch.Tensor,
+    body_mask: torch.Tensor,
+    k: torch.Tensor,
+    aspect: float,
+    orthographic: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Front/back depth guides: the union of the body and an elliptic hull of the silhouette around it.
+
+    The hull's half-depth at a mask pixel is ``aspect`` times the smaller of its row's and its column's circular
+    profiles (a run of width w gives w/2 at its centre, 0 at its ends), centred on the mid-depth of the nearest body
+    pixel. Where the body is deeper than the hull the body stays (tight clothing); where the clothing reaches beyond
+    the body (a skirt between the legs, a coat's hem) the hull gives the integration a thickness the normals alone,
+    all facing the camera, cannot.
+
+    Args:
+        mask: (B, R, R) bool person mask.
+        body_front, body_back: (B, R, R) the body's nearest/farthest depth, valid on ``body_mask``.
+        body_mask: (B, R, R) bool.
+        k: (B,) or scalar pixels per metre (orthographic) or focal length in pixels (pinhole) at this resolution.
+        aspect: depth-to-width ratio of the hull.
+        orthographic: False for a pinhole camera (pixels per metre = k / depth).
+
+    Returns:
+        (B, R, R) front and back guide depths, NaN outside the mask (and in frames without a body pixel).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    masks = mask.detach().cpu().numpy().astype(bool)
+    bm = body_mask.detach().cpu().numpy().astype(bool)
+    bf, bb = body_front.detach().cpu().double().numpy(), body_back.detach().cpu().double().numpy()
+    kk = np.broadcast_to(np.asarray(torch.as_tensor(k).detach().cpu().double()).reshape(-1), (len(masks),))
+    fronts, backs = np.full(masks.shape, np.nan), np.full(masks.shape, np.nan)
+    for i, m in enumerate(masks):
+        if not m.any() or not bm[i].any():
+            continue
+        half_px = np.minimum(_run_profile(m), _run_profile(m.T).T)
+        _, (ii, jj) = distance_transform_edt(~bm[i], return_indices=True)
+        mid = 0.5 * (bf[i] + bb[i])[ii, jj]
+        per_m = kk[i] if orthographic else kk[i] / np.maximum(mid, 1e-6)
+        half = aspect * half_px / per_m
+        front, back = mid - half, mid + half
+        front = np.where(bm[i], np.minimum(front, bf[i]), front)
+        back = np.where(bm[i], np.maximum(back, bb[i]), back)
+        fronts[i] = np.where(m, front, np.nan)
+        backs[i] = np.where(m, back, np.nan)
+    return (torch.from_numpy(fronts).to(body_front.device, body_front.dtype),
+            torch.from_numpy(backs).to(body_front.device, body_front.dtype))  # fmt: skip
 
 
 def _map_scale(camera: Camera, map_size: int) -> torch.Tensor:
@@ -263,7 +359,8 @@ class DepthHullField:
         front, back, sdm = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
         d = -p[:, 2]
         k = self.k if isinstance(cam, OrthographicCamera) else self.k / d.clamp(min=1e-6)
-        phi = torch.maximum(torch.maximum(front - d, d - back), sdm / k)
+        phi = round_intersection(torch.maximum(front - d, d - back), sdm / k,
+                                 (0.5 * (back - front)).clamp(min=0.0, max=cfg.round_sides))  # fmt: skip
         phi = torch.where(in_image, phi, torch.full_like(phi, 1.0))
         depth_in = torch.minimum(d - front, back - d)  # how far behind the nearer observed surface
         alpha = ((depth_in - cfg.shell) / cfg.shell_ramp).clamp(0.0, 1.0)
@@ -299,6 +396,16 @@ class DepthHullField:
         return torch.where(phi == 0, torch.full_like(phi, 1e-7), phi)
 
 
+def round_intersection(a: torch.Tensor, b: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:
+    """Intersection of two signed distance-like fields (negative inside) with the edge where they meet rounded to
+    ``radius``: ``min(max(a, b), -r) + |(max(a + r, 0), max(b + r, 0))|``. Equal to ``max(a, b)`` deeper than r
+    inside either; near the edge the level set is a quarter circle of radius r tangent to both surfaces (a sharp
+    intersection for r = 0). All tensors broadcast; (N,) out."""
+    r = torch.as_tensor(radius, dtype=a.dtype, device=a.device)
+    corner = torch.sqrt((a + r).clamp(min=0.0) ** 2 + (b + r).clamp(min=0.0) ** 2)
+    return torch.minimum(torch.maximum(a, b), -r) + corner
+
+
 def _part_boxes(vertices: torch.Tensor, used: torch.Tensor, pad: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, 3) min and max corners of the connected clusters of the used vertices (hands, feet), padded."""
     pts = vertices[used]
@@ -331,7 +438,42 @@ def fused_surface(
         field, field.bounds(), resolution=resolution, coarse_resolution=coarse_resolution, level=0.0, inside="below",
         batch_points=batch_points, keep_largest=True, device=field.body_vertices.device,
     )  # fmt: skip
-    return close_pinholes(vertices, faces)
+    vertices, faces = close_pinholes(vertices, faces)
+    return taubin_smooth(vertices, faces, field.config.smooth_iterations), faces
+
+
+def taubin_smooth(
+    vertices: np.ndarray, faces: np.ndarray, iterations: int, lam: float = 0.5, mu: float = -0.53
+) -> np.ndarray:
+    """Taubin's λ|μ smoothing (SIGGRAPH 1995) with the uniform umbrella Laplacian: each pass moves every vertex by
+    λ·L(x) then by μ·L(x) (μ < -λ < 0), a low-pass filter that removes the high-frequency steps of a voxel or pixel
+    grid but, unlike plain Laplacian smoothing, does not shrink the shape.
+
+    Args:
+        vertices: (V, 3) float32.
+        faces: (F, 3) int64.
+        iterations: passes (one λ and one μ step each).
+        lam, mu: the two step factors.
+
+    Returns:
+        (V, 3) float32 smoothed vertices (the faces are unchanged).
+    """
+    if iterations <= 0 or len(faces) == 0:
+        return vertices
+    import scipy.sparse as sp
+
+    n = len(vertices)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # duplicate edges (two faces per edge) count once
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    mean_of_neighbours = sp.diags(1.0 / np.maximum(deg, 1.0)) @ adj
+    x = vertices.astype(np.float64)
+    for _ in range(iterations):
+        for factor in (lam, mu):
+            x = x + factor * (mean_of_neighbours @ x - x)
+    return x.astype(np.float32)
 
 
 def close_pinholes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

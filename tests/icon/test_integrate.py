@@ -202,3 +202,40 @@ def test_contour_term_recovers_the_thickness_the_prior_misses():
     # it and are overestimated (up to 4x where the true thickness is small): the median relative error is below 50 %
     assert ((thick[edge] - true).abs() / true).min() < 0.02
     assert ((thick[edge] - true).abs() / true).median() < 0.5
+
+
+def test_a_few_pixels_cut_off_by_the_body_stay_joined():
+    """The body pokes 30 cm out of a flat cloth at a 2x2 patch (a finger towards the camera): the patch is too small to
+    be an occluding part, so the normals keep it on the cloth instead of a spike at the body's depth."""
+    cam, n, mask, _, _ = _step_scene()
+    depth = torch.full((1, S, S), 2.0, dtype=torch.float64)
+    prior = depth.clone()
+    prior[:, 40:42, 50:52] = 1.7
+    est = integrate_normals(n, mask, cam, prior, mask)
+    assert (est - depth)[mask].abs().max() < 0.005
+    spike = integrate_normals(n, mask, cam, prior, mask, IntegrationConfig(min_region=0))
+    assert spike[0, 40, 50] == pytest.approx(1.7, abs=0.01)
+    # a region larger than min_region keeps its cuts (the step test's arm is 45 x 84 pixels)
+    big = IntegrationConfig(min_region=4)
+    est = integrate_normals(n, mask, cam, prior, mask, big)
+    assert est[0, 40, 50] == pytest.approx(1.7, abs=0.01)
+
+
+def test_guide_replaces_the_prior_target_but_not_the_cuts():
+    """A guide depth takes over the prior's target where it is finite (pixels outside the body included); the cuts
+    still come from the body's depth."""
+    cam, n, mask, depth, _ = _step_scene()
+    body = depth.clone()
+    body_mask = mask.clone()
+    body_mask[..., :20] = False  # the body does not reach the left columns
+    guide = torch.full_like(depth, float("nan"))
+    guide[..., :20] = 2.05  # a hull there, 5 cm behind the plane the normals and body agree on
+    est = integrate_normals(n, mask, cam, body, body_mask, IntegrationConfig(), guide)
+    plain = integrate_normals(n, mask, cam, body, body_mask, IntegrationConfig())
+    assert (plain - depth)[mask].abs().max() < 1e-6
+    # the guide pulls its pixels back against flat normals that tie them to the body's plane: part of the 5 cm
+    assert 0.005 < (est - depth)[mask][:10].mean() < 0.05
+    right = mask & (torch.arange(S) >= S // 2)[None, None, :]
+    assert (est - depth)[right].abs().max() < 0.002  # the step is still cut: the part beyond it keeps its depth
+    same = integrate_normals(n, mask, cam, body, body_mask, IntegrationConfig(), torch.full_like(depth, torch.nan))
+    assert torch.allclose(same, plain)

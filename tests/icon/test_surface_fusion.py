@@ -3,6 +3,8 @@ project's ray caster; the extracted surface is watertight, one component, and wh
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,9 @@ from icon.surface_fusion import (
     fill_outside,
     fused_surface,
     mask_signed_distance,
+    round_intersection,
+    silhouette_hull,
+    taubin_smooth,
 )
 
 S = 128
@@ -160,3 +165,95 @@ def _two_frames():
     r = render_mesh(body[0][None].expand(2, -1, -1), body[1], cam)
     return clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None].expand(2, -1, -1), body[1], cam,
                               SurfaceFusionConfig(map_size=S))  # fmt: skip
+
+
+def test_round_intersection_is_a_quarter_circle_at_the_edge():
+    """Two half-spaces x < 0 and y < 0 (exact SDFs a = x, b = y): deeper than r inside either the field is max(a, b);
+    at the edge the zero level set is the quarter circle of radius r centred at (-r, -r)."""
+    r = 0.1
+    t = torch.linspace(0, math.pi / 2, 7)
+    arc = torch.stack([-r + r * torch.cos(t), -r + r * torch.sin(t)], -1)
+    assert round_intersection(arc[:, 0], arc[:, 1], r).abs().max() < 1e-6
+    a, b = torch.tensor([-0.5, -0.3, 0.2, 0.05]), torch.tensor([-0.02, -0.5, 0.3, -0.5])
+    assert torch.allclose(round_intersection(a[:2], b[:2], r), torch.maximum(a[:2], b[:2]))
+    assert round_intersection(a[2:3], b[2:3], 0.0) == pytest.approx(math.hypot(0.2, 0.3))  # outside a corner
+    assert torch.allclose(round_intersection(a[3:], b[3:], r), a[3:])  # beside one face: that face's distance
+    assert round_intersection(torch.tensor([-0.01]), torch.tensor([-0.01]), r) > 0  # the sharp corner is cut off
+
+
+def test_round_sides_and_smoothing_make_the_normals_closer():
+    """The 'dress' of the loose-clothing test: rounding the silhouette walls and Taubin smoothing each bring the
+    extracted surface's normals closer to the true ones (measured 0.908 sharp, 0.926 rounded, 0.932 both) at a
+    few millimetres of distance, and keep it closed."""
+    body = ellipsoid((0.15, 0.45, 0.12))
+    dress = ellipsoid((0.40, 0.45, 0.18))
+    ncs = []
+    for rounded, smooth in ((0.0, 0), (0.08, 0), (0.08, 10)):
+        cfg = SurfaceFusionConfig(map_size=S, round_sides=rounded, smooth_iterations=smooth)
+        _, v, f = reconstruct(body, dress, cfg)
+        check_closed(v, f)
+        ncs.append(normal_consistency(v, f, dress))
+        assert max(distances(v, f, dress)) < 0.03
+    assert ncs[0] + 0.01 < ncs[1] < ncs[2]
+
+
+def test_taubin_smoothing_keeps_the_size():
+    """A noisy sphere: Taubin smoothing removes most of the noise without shrinking it (plain Laplacian would)."""
+    s = trimesh.creation.icosphere(4)
+    v = np.asarray(s.vertices, np.float64)
+    rng = np.random.default_rng(0)
+    noisy = (v * (1 + 0.02 * rng.standard_normal((len(v), 1)))).astype(np.float32)
+    out = taubin_smooth(noisy, np.asarray(s.faces), 10)
+    radius = np.linalg.norm(out, axis=1)
+    # mean radial error 1.6 mm -> 0.6 mm (of a unit sphere with 2% noise)
+    assert np.abs(radius - 1).mean() < 0.5 * np.abs(np.linalg.norm(noisy, axis=1) - 1).mean()
+    assert radius.mean() == pytest.approx(1.0, abs=0.005)
+    assert taubin_smooth(noisy, np.asarray(s.faces), 0) is noisy
+
+
+def normal_consistency(v, f, target) -> float:
+    """Mean |n·n'| between the mesh's face normals at 20k area samples and the target's closest-point normals."""
+    m = trimesh.Trimesh(v, f, process=False)
+    pts, fi = trimesh.sample.sample_surface(m, 20000, seed=0)
+    cp = closest_points(target[0][None], target[1], torch.from_numpy(pts).float()[None], "none", normals=True)
+    return float(np.abs((m.face_normals[fi] * cp.normal[0].numpy()).sum(1)).mean())
+
+
+def test_silhouette_hull_is_an_elliptic_profile_around_the_body():
+    """A 40 x 20 px rectangle mask with a 10 px wide body strip in its middle columns: the hull's half-depth is
+    aspect x the smaller run profile (rows: 20 px runs -> 10 px at the centre), centred on the nearest body pixel's
+    mid-depth; on body pixels the deeper of body and hull."""
+    m = torch.zeros(1, 60, 60, dtype=torch.bool)
+    m[:, 10:50, 20:40] = True
+    bm = torch.zeros_like(m)
+    bm[:, 10:50, 25:35] = True
+    bf = torch.where(bm, torch.full(m.shape, 2.9), torch.zeros(m.shape))
+    bb = torch.where(bm, torch.full(m.shape, 3.1), torch.zeros(m.shape))
+    front, back = silhouette_hull(m, bf, bb, bm, torch.tensor([100.0]), 0.6)
+    assert torch.isnan(front[~m]).all() and torch.isfinite(front[m]).all()
+    # centre pixel (29, 29): row run 20 px, x + 0.5 - c = -0.5 -> sqrt(100 - 0.25) px; 0.6 of it / 100 px per m
+    half = 0.6 * math.sqrt(100 - 0.25) / 100
+    assert front[0, 29, 29] == pytest.approx(min(2.9, 3.0 - half), abs=1e-5)
+    assert back[0, 29, 29] == pytest.approx(max(3.1, 3.0 + half), abs=1e-5)
+    # outside the body the hull alone, thinner towards the mask's side edge
+    edge = 0.6 * math.sqrt(100 - 9.5**2) / 100
+    assert front[0, 29, 20] == pytest.approx(3.0 - edge, abs=1e-5) and back[0, 29, 20] == pytest.approx(3.0 + edge)
+    assert (back - front)[0, 29, 20] < (back - front)[0, 29, 22]
+    no_body = silhouette_hull(m, bf, bb, torch.zeros_like(bm), torch.tensor([100.0]), 0.6)[0]
+    assert torch.isnan(no_body).all()
+
+
+def test_hull_gives_a_round_skirt_its_depth():
+    """A skirt with a round cross-section over a thin body: every normal faces the camera or the side, so without
+    the hull the integrated skirt stays about as deep as the body; with it the surface comes closer to the truth
+    (measured without smoothing: mean distances 5.5 / 2.5 cm -> 4.9 / 1.9 cm)."""
+    body = ellipsoid((0.12, 0.45, 0.10))
+    skirt = ellipsoid((0.35, 0.45, 0.30))
+    out = []
+    for aspect in (0.0, 0.6):
+        _, v, f = reconstruct(body, skirt, SurfaceFusionConfig(map_size=S, hull_aspect=aspect))
+        check_closed(v, f)
+        out.append((distances(v, f, skirt), float(v[:, 2].max() - v[:, 2].min())))
+    (a0, b0), z0 = out[0]
+    (a1, b1), z1 = out[1]
+    assert a1 < a0 - 0.004 and b1 < b0 - 0.004 and z1 > z0 + 0.02
