@@ -72,17 +72,36 @@ class AvatarConfig(BaseModel):
     )
     refine_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the canonical vertex offsets (m).")
     refine_pose_lr: float = Field(2e-3, ge=0, description="Adam learning rate of the per-frame pose corrections.")
-    refine_resolution: int = Field(256, ge=32, description="Side (px) the frames are rendered at during refinement.")
+    refine_align_steps: int = Field(
+        40, ge=0, description="Full-batch Adam steps aligning every frame's pose to its mask and normals (mesh frozen) "
+        "before the joint refinement (0: none).",
+    )
+    refine_align_lr: float = Field(0.01, gt=0, description="Adam learning rate of that pose alignment (rad, m).")
+    refine_align_joints: Literal["root", "all"] = Field(
+        "root", description="What the training frames' pose alignment moves: the root (orientation + translation) or "
+        "every joint.",
+    )
+    w_refine_align_silhouette: float = Field(
+        1.0, ge=0, description="Silhouette weight while aligning the poses (mesh frozen: the mask decides the pose)."
+    )
+    refine_align_resolution: int = Field(
+        256, ge=32, description="Side (px) the frames are rendered at when aligning (at most the frames' own size)."
+    )
+    refine_resolution: int = Field(
+        256, ge=32, description="Side (px) the frames are rendered at during refinement (at most the frames' own size)."
+    )
     refine_frames_per_step: int = Field(8, ge=1, description="Frames rendered per refinement step.")
-    refine_sigma_px: float = Field(1.5, gt=0, description="Softness (px) of the rendered silhouette's boundary.")
-    w_refine_silhouette: float = Field(1.0, ge=0, description="Soft silhouette vs the frame's mask (mean L1).")
+    refine_sigma_px: float = Field(0.7, gt=0, description="Softness (px) of the rendered silhouette's boundary.")
+    w_refine_silhouette: float = Field(
+        1.0, ge=0, description="Soft silhouette vs the frame's mask (L1 summed over the image / the mask's area)."
+    )
     w_refine_normal: float = Field(1.0, ge=0, description="Rendered front normals vs the normal net's (L1).")
     w_refine_normal_back: float = Field(0.3, ge=0, description="Rendered back normals vs the normal net's back map.")
     w_refine_laplacian: float = Field(
         2.0, ge=0, description="Uniform Laplacian of the offsets, in mean edge lengths (keeps the refinement smooth)."
     )
     w_refine_consistency: float = Field(0.05, ge=0, description="Normal consistency of adjacent faces (1 - cos).")
-    w_refine_pose: float = Field(1.0, ge=0, description="Squared size of the per-frame pose corrections (rad^2, m^2).")
+    w_refine_pose: float = Field(0.01, ge=0, description="Squared size of the per-frame pose corrections (rad^2, m^2).")
     refine_smoothing: int = Field(
         3, ge=0, description="Neighbour-averaging passes applied to the offset field (smooth updates travel farther)."
     )

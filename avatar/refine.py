@@ -31,8 +31,10 @@ from geometry.queries import face_normals
 __all__ = [
     "RefineResult",
     "RefineTargets",
+    "align_poses",
     "apply_refinement",
     "camera_subset",
+    "fit_frame_poses",
     "frame_weights_from_losses",
     "laplacian_energy",
     "normal_consistency",
@@ -156,16 +158,19 @@ def frame_weights_from_losses(losses: torch.Tensor, floor: float = WEIGHT_FLOOR)
 
 
 def _frame_losses(render, targets: RefineTargets, idx: torch.Tensor, config: AvatarConfig) -> torch.Tensor:
-    """Data loss (B,) of each rendered frame against its targets."""
+    """Data loss (B,) of each rendered frame against its targets: soft-silhouette L1 summed over the image and divided
+    by the mask's area (a fraction of the person, independent of resolution and framing), plus the mean L1 of the
+    front/back normals where render and mask overlap."""
     mask = targets.masks[idx]
-    sil = (render.silhouette - mask.to(render.silhouette)).abs().mean(dim=(1, 2))
+    area = mask.sum(dim=(1, 2)).clamp(min=1).to(render.silhouette)
+    sil = (render.silhouette - mask.to(render.silhouette)).abs().sum(dim=(1, 2)) / area
     loss = config.w_refine_silhouette * sil
     both = render.mask & mask
     count = both.sum(dim=(1, 2)).clamp(min=1)
     pairs = ((targets.normal_front, render.normal_front, config.w_refine_normal),
              (targets.normal_back, render.normal_back, config.w_refine_normal_back))  # fmt: skip
     for target, rendered, weight in pairs:
-        if target is None or weight == 0:
+        if target is None or rendered is None or weight == 0:
             continue
         diff = (rendered - target[idx].to(rendered)).abs().sum(-1) / 3.0
         loss = loss + weight * (diff * both).sum(dim=(1, 2)) / count
@@ -223,6 +228,68 @@ def _log_refinement(result: RefineResult, steps: int) -> None:
                 float(result.frame_losses.mean()), 100 * float(result.offsets.norm(dim=-1).mean()))  # fmt: skip
 
 
+def align_poses(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    skin_weights: torch.Tensor,
+    frame_transforms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    num_pose_params: int,
+    targets: RefineTargets,
+    config: AvatarConfig,
+    pose_init: torch.Tensor | None = None,
+    free: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame pose corrections of a frozen skinned mesh against T frames' masks and normal maps.
+
+    Full batch: every Adam step renders all T frames (in chunks of ``refine_frames_per_step``, gradients summed) at
+    ``refine_align_resolution`` px, ``refine_align_steps`` steps at ``refine_align_lr``; the data loss is the
+    refinement's with the silhouette weighted by ``w_refine_align_silhouette``; the corrections are pulled to zero by
+    ``w_refine_pose``.
+
+    Args:
+        vertices, faces, skin_weights, frame_transforms, num_pose_params, targets, config: as
+            :func:`refine_skinned_mesh`.
+        pose_init: optional (T, P) starting corrections.
+        free: optional (P,) bool, the parameters that move (default: all).
+
+    Returns:
+        pose_delta (T, P) and the per-frame data losses (T,) after the last step (at the alignment resolution).
+    """
+    _check_mesh_inputs(vertices, skin_weights)
+    device = vertices.device
+    t = targets.masks.shape[0]
+    pose = torch.zeros(t, num_pose_params, device=device) if pose_init is None else pose_init.detach().clone()
+    pose = pose.to(device).requires_grad_(True)
+    if num_pose_params == 0 or config.refine_align_steps == 0:
+        return pose.detach(), torch.full((t,), float("nan"), device=device)
+    faces = faces.long().to(device)
+    loss_config = config.model_copy(update={"w_refine_silhouette": config.w_refine_align_silhouette})
+    tg = _targets_on(resample_targets(targets, min(config.refine_align_resolution, targets.masks.shape[-1])), device)
+    verts = vertices.detach().float()
+    weights = skin_weights.detach().float()
+    topology = edge_topology(faces)
+    opt = torch.optim.Adam([pose], lr=config.refine_align_lr)
+    chunks = torch.arange(t, device=device).split(config.refine_frames_per_step)
+    need_normals = (tg.normal_front is not None and config.w_refine_normal > 0) or (
+        tg.normal_back is not None and config.w_refine_normal_back > 0)  # fmt: skip
+    losses = torch.zeros(t, device=device)
+    for _ in range(config.refine_align_steps):
+        opt.zero_grad(set_to_none=True)
+        for idx in chunks:
+            p = pose[idx] if free is None else torch.where(free.to(device), pose[idx], pose[idx].detach())
+            tf = frame_transforms(idx, p)
+            n = len(idx)
+            posed = skin_points(verts[None].expand(n, -1, -1), weights[None].expand(n, -1, -1), tf)
+            r = render_differentiable(posed, faces, camera_subset(tg.camera, idx), normals=need_normals,
+                                      silhouette=True, sigma_px=config.refine_sigma_px, topology=topology)  # fmt: skip
+            lo = _frame_losses(r, tg, idx, loss_config)
+            loss = lo.sum() + config.w_refine_pose * pose[idx].pow(2).sum()
+            loss.backward()
+            losses[idx] = lo.detach()
+        opt.step()
+    return pose.detach(), losses
+
+
 def refine_skinned_mesh(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -254,15 +321,14 @@ def refine_skinned_mesh(
     device = vertices.device
     faces = faces.long().to(device)
     t = targets.masks.shape[0]
-    tg = _targets_on(resample_targets(targets, config.refine_resolution), device)
+    tg = _targets_on(resample_targets(targets, min(config.refine_resolution, targets.masks.shape[-1])), device)
     base = vertices.detach().float()
     weights = skin_weights.detach().float()
     adjacency = mesh_adjacency(faces, base.shape[0]).to(device)
     topology = edge_topology(faces)
     edge = (base[topology.edges[:, 0]] - base[topology.edges[:, 1]]).norm(dim=-1).mean()
     delta = torch.zeros_like(base, requires_grad=True)
-    pose = torch.zeros(t, num_pose_params, device=device, requires_grad=True)
-    opt = _refine_optimizer(delta, pose, config)
+    pose = torch.zeros(t, num_pose_params, device=device)
     per_step = min(config.refine_frames_per_step, t)
     gen = torch.Generator().manual_seed(config.seed)
     running = torch.full((t,), float("nan"), device=device)
@@ -291,6 +357,13 @@ def refine_skinned_mesh(
         return torch.cat(out)
 
     initial = evaluate(base)
+    free = None
+    if config.refine_align_joints == "root" and num_pose_params == 75:
+        free = torch.zeros(75, dtype=torch.bool)
+        free[:3] = free[72:] = True
+    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free)
+    pose.requires_grad_(True)
+    opt = _refine_optimizer(delta, pose, config)
     running.copy_(initial)
     robust = frame_weights_from_losses(running)
     steps = config.refine_iterations
@@ -316,7 +389,7 @@ def refine_skinned_mesh(
             progress(step, steps, {k: float(v.detach()) for k, v in terms.items()})
     with torch.no_grad():
         final_vertices = base + offsets()
-    final = evaluate(final_vertices) if steps > 0 else initial
+    final = evaluate(final_vertices) if steps > 0 or config.refine_align_steps > 0 else initial
     robust = frame_weights_from_losses(final)
     result = RefineResult(vertices=final_vertices, offsets=final_vertices - base, pose_delta=pose.detach(),
                           frame_weights=robust, frame_losses=final, initial_losses=initial, history=history,
@@ -361,6 +434,32 @@ def refine_avatar(
 
     return refine_skinned_mesh(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets,
                                config, progress)  # fmt: skip
+
+
+def fit_frame_poses(avatar, targets: RefineTargets, config: AvatarConfig | None = None,
+                    poses: FramePoses | None = None) -> FramePoses:  # fmt: skip
+    """Poses of T frames fitted to their masks and normal maps with the avatar's mesh frozen (:func:`align_poses`).
+
+    For frames the avatar was not trained on (new or held-out frames): start from their fitted body poses and correct
+    every joint and the root translation so the avatar's silhouette and normals match the frame's.
+
+    Args:
+        avatar: ``avatar.model.Avatar``.
+        targets: the T frames' masks, cameras and (optional) normal maps.
+        config: settings (default: ``avatar.config``).
+        poses: starting poses of the T frames (default: the avatar's held poses).
+    """
+    config = config or avatar.config
+    poses = _held_poses(avatar, poses)
+    if len(poses) != targets.masks.shape[0]:
+        raise ValueError(f"{len(poses)} poses for {targets.masks.shape[0]} frames")
+
+    def frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return avatar.transforms(poses.global_orient[idx] + delta[:, :3], poses.body_pose[idx] + delta[:, 3:72],
+                                 poses.transl[idx] + delta[:, 72:75])  # fmt: skip
+
+    d, _ = align_poses(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets, config)
+    return FramePoses(poses.global_orient + d[:, :3], poses.body_pose + d[:, 3:72], poses.transl + d[:, 72:75])
 
 
 def apply_refinement(avatar, result: RefineResult, poses: FramePoses | None = None) -> None:

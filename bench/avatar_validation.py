@@ -122,7 +122,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
 
     from avatar.colour import avatar_vertex_colours
     from avatar.model import load_avatar, save_avatar
-    from avatar.refine import RefineTargets, refine_avatar
+    from avatar.refine import RefineTargets, fit_frame_poses
     from avatar.train import train_avatar
     from body import BodyModel
     from flows.avatar_data import frame_visibility, load_training_data
@@ -212,11 +212,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     front = torch.from_numpy(np.asarray(normals.front, np.float32))
     has_n = bool(torch.isfinite(front).all())
     targets = RefineTargets(masks, camera, front * masks[..., None] if has_n else None)
-    pose_cfg = config.model_copy(update={"refine_lr": 1e-9, "refine_iterations": 2 * len(done),
-                                         "refine_frames_per_step": 4, "w_refine_pose": 0.1})  # fmt: skip
-    fitted = refine_avatar(avatar, targets, pose_cfg, poses=poses_fit)
-    d = fitted.pose_delta
-    poses_tuned = FramePoses(go + d[:, :3], bp + d[:, 3:72], tr + d[:, 72:75])
+    poses_tuned = fit_frame_poses(avatar, targets, config, poses=poses_fit)  # mask + predicted normals, mesh frozen
     seconds["appearance_pose_fit"] = time.perf_counter() - t0
     appear = []
     for label, poses in (("fitted_pose", poses_fit), ("pose_fitted_to_mask", poses_tuned)):

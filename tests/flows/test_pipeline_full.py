@@ -70,10 +70,12 @@ def test_default_path_needs_no_smplx(tmp_path):
 # 0.9 cm and the avatar now only matches their mean (+0.002 cm) instead of beating it. Bounds: every frame below
 # 5.0 cm (margins 0.7 / 0.77); the avatar's mean at most 0.1 cm above the frames' mean. Issue 19 asks for the avatar
 # strictly below the frames' mean: that point is open again (issue 18's refinement is meant to win it back).
+# Re-measured with issue 18's pose alignment + area-normalised silhouette (branch f18): reconstructions max 4.30,
+# avatar max 4.24, avatar mean +0.088 cm above the frames': still not below them (margin to the bound 0.012 cm).
 DEMO_FLOORS = {
     "max_frame_reconstruction_chamfer_cm": Floor(5.0, measured=4.30),
-    "max_frame_avatar_chamfer_cm": Floor(5.0, measured=4.23),
-    "avatar_minus_frames_mean_cm": Floor(0.1, measured=0.002),
+    "max_frame_avatar_chamfer_cm": Floor(5.0, measured=4.24),
+    "avatar_minus_frames_mean_cm": Floor(0.1, measured=0.088),
 }
 
 
