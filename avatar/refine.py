@@ -290,6 +290,20 @@ def align_poses(
     return pose.detach(), losses
 
 
+def _aligned_pose(
+    base: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, frame_transforms, num_pose_params: int,
+    targets: RefineTargets, config: AvatarConfig,
+) -> torch.Tensor:
+    """(T, P) pose corrections from `align_poses` with the mesh frozen (only the root moves when
+    ``config.refine_align_joints == "root"`` and P is the 75 = 24 × 3 + 3 layout), ready to be optimised further."""
+    free = None
+    if config.refine_align_joints == "root" and num_pose_params == 75:
+        free = torch.zeros(75, dtype=torch.bool)
+        free[:3] = free[72:] = True
+    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free)
+    return pose.requires_grad_(True)
+
+
 def refine_skinned_mesh(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -331,8 +345,6 @@ def refine_skinned_mesh(
     pose = torch.zeros(t, num_pose_params, device=device)
     per_step = min(config.refine_frames_per_step, t)
     gen = torch.Generator().manual_seed(config.seed)
-    running = torch.full((t,), float("nan"), device=device)
-    robust = torch.ones(t, device=device)
     history: dict[str, list[float]] = {}
 
     def offsets() -> torch.Tensor:
@@ -357,14 +369,9 @@ def refine_skinned_mesh(
         return torch.cat(out)
 
     initial = evaluate(base)
-    free = None
-    if config.refine_align_joints == "root" and num_pose_params == 75:
-        free = torch.zeros(75, dtype=torch.bool)
-        free[:3] = free[72:] = True
-    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free)
-    pose.requires_grad_(True)
+    pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config)
     opt = _refine_optimizer(delta, pose, config)
-    running.copy_(initial)
+    running = initial.clone()
     robust = frame_weights_from_losses(running)
     steps = config.refine_iterations
     order = torch.randperm(t, generator=gen)
