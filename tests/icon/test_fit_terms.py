@@ -103,6 +103,6 @@ def test_interpenetration_of_arms_and_shins(model):
     j[0, [5, 8]] = j[0, [4, 7]] + torch.tensor([0.0, 0.0, 0.02])
     j = j.requires_grad_(True)
     cost = interpenetration_term(j)
-    assert float(cost) == pytest.approx(0.07**2, rel=0.01)
+    assert float(cost.detach()) == pytest.approx(0.07**2, rel=0.01)
     cost.sum().backward()
     assert j.grad[0, 5, 2] < 0 and j.grad[0, 4, 2] > 0  # descent moves the right shin forwards, the left back
