@@ -405,6 +405,19 @@ def refine_skinned_mesh(
     return result
 
 
+def _corrected_transforms(avatar, poses: FramePoses, frames: int):
+    """``f(frame_index (B,), delta (B, 75)) -> (B, 24, 4, 4)``: the avatar's skinning transforms at ``poses`` plus
+    corrections (root rotation 0:3, body pose 3:72, translation 72:75); checks there is one pose per frame."""
+    if len(poses) != frames:
+        raise ValueError(f"{len(poses)} poses for {frames} frames")
+
+    def frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return avatar.transforms(poses.global_orient[idx] + delta[:, :3], poses.body_pose[idx] + delta[:, 3:72],
+                                 poses.transl[idx] + delta[:, 72:75])  # fmt: skip
+
+    return frame_transforms
+
+
 def _held_poses(avatar, poses: FramePoses | None) -> FramePoses:
     poses = avatar.frame_poses if poses is None else poses
     if len(poses) == 0:
@@ -432,12 +445,7 @@ def refine_avatar(
     """
     config = config or avatar.config
     poses = _held_poses(avatar, poses)
-    if len(poses) != targets.masks.shape[0]:
-        raise ValueError(f"{len(poses)} poses for {targets.masks.shape[0]} frames")
-
-    def frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return avatar.transforms(poses.global_orient[idx] + delta[:, :3], poses.body_pose[idx] + delta[:, 3:72],
-                                 poses.transl[idx] + delta[:, 72:75])  # fmt: skip
+    frame_transforms = _corrected_transforms(avatar, poses, targets.masks.shape[0])
 
     return refine_skinned_mesh(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets,
                                config, progress)  # fmt: skip
@@ -458,12 +466,7 @@ def fit_frame_poses(avatar, targets: RefineTargets, config: AvatarConfig | None 
     """
     config = config or avatar.config
     poses = _held_poses(avatar, poses)
-    if len(poses) != targets.masks.shape[0]:
-        raise ValueError(f"{len(poses)} poses for {targets.masks.shape[0]} frames")
-
-    def frame_transforms(idx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return avatar.transforms(poses.global_orient[idx] + delta[:, :3], poses.body_pose[idx] + delta[:, 3:72],
-                                 poses.transl[idx] + delta[:, 72:75])  # fmt: skip
+    frame_transforms = _corrected_transforms(avatar, poses, targets.masks.shape[0])
 
     d, _ = align_poses(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets, config)
     return FramePoses(poses.global_orient + d[:, :3], poses.body_pose + d[:, 3:72], poses.transl + d[:, 72:75])
