@@ -103,7 +103,8 @@ class Truth:
 
     def clothed(self, go: np.ndarray, bp: np.ndarray, transl: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The ground-truth clothed mesh of ``render_frame`` for this pose (``icon.synth.sequence.clothed_mesh``)."""
-        verts, tri = clothed_mesh(self.model, self.person, BodyParams(self.person.betas, go, bp, transl), self.grid)
+        params = BodyParams(*(np.asarray(x, np.float32).reshape(1, -1) for x in (self.person.betas, go, bp, transl)))
+        verts, tri = clothed_mesh(self.model, self.person, params, self.grid)
         return torch.from_numpy(verts), torch.from_numpy(np.asarray(tri)).long()
 
 
