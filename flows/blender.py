@@ -173,8 +173,8 @@ def skinned_vertices(frame: int) -> np.ndarray:
 
 
 def render_workbench(png: str | Path, frame: int, size: int = 512) -> Path:
-    """Render the scene at ``frame`` with Workbench (studio light, material colours) through an orthographic camera
-    facing the mesh from the front (glTF +Z, Blender -Y); write an RGB PNG."""
+    """Render the scene at ``frame`` with Workbench (studio light; vertex colours if the mesh has them, else material
+    colours) through an orthographic camera facing the mesh from the front (glTF +Z, Blender -Y); write an RGB PNG."""
     bpy = _bpy()
     scene = bpy.context.scene
     pts = skinned_vertices(frame)  # glTF frame
@@ -192,7 +192,9 @@ def render_workbench(png: str | Path, frame: int, size: int = 512) -> Path:
     scene.camera = cam
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.display.shading.light = "STUDIO"
-    scene.display.shading.color_type = "MATERIAL"
+    # Vertex colours (the glb's COLOR_0, imported as a colour attribute) when the mesh has them, else the material.
+    coloured = any(o.type == "MESH" and len(o.data.color_attributes) > 0 for o in scene.objects if not o.hide_render)
+    scene.display.shading.color_type = "VERTEX" if coloured else "MATERIAL"
     scene.render.resolution_x = scene.render.resolution_y = size
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
