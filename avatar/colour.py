@@ -8,14 +8,13 @@ the canonical avatar (posed with its skinning weights and held poses) and a sing
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as tnf
 
 from geometry.cameras import Camera, OrthographicCamera
-from geometry.queries import check_faces, check_vertices, vertex_normals
+from geometry.queries import check_faces, check_vertices, mesh_adjacency, vertex_normals
 from geometry.render import point_visibility
 
 __all__ = [
@@ -66,22 +65,6 @@ def edge_distance(masks: torch.Tensor, max_px: int) -> torch.Tensor:
         # erosion by one pixel: min over the 3x3 window (pixels beyond the image count as outside)
         cur = -tnf.max_pool2d(-tnf.pad(cur, (1, 1, 1, 1), value=0.0), 3, stride=1)
     return dist[:, 0]
-
-
-def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
-    """Row-normalised sparse (CSR) adjacency (V, V) of the mesh's edge graph (uniform neighbour average)."""
-    check_faces(faces, num_vertices)
-    f = faces.long()
-    i = torch.cat([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
-    j = torch.cat([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
-    key = torch.unique(i * num_vertices + j)
-    i, j = key // num_vertices, key % num_vertices
-    deg = torch.bincount(i, minlength=num_vertices).clamp(min=1).to(torch.float32)
-    values = 1.0 / deg[i]
-    coo = torch.sparse_coo_tensor(torch.stack([i, j]), values, (num_vertices, num_vertices), check_invariants=False)
-    with warnings.catch_warnings():  # CSR is "beta" in torch, and ~8x faster than COO for these products on a CPU
-        warnings.simplefilter("ignore", UserWarning)
-        return coo.coalesce().to_sparse_csr()
 
 
 def diffuse_fill(values: torch.Tensor, known: torch.Tensor, faces: torch.Tensor, iterations: int = 500) -> torch.Tensor:

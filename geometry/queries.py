@@ -7,6 +7,7 @@ are then recomputed in torch from the face vertices, so results carry gradients 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -341,3 +342,19 @@ def signed_distance(
     if sign_method == "none":
         raise ValueError("signed_distance needs sign_method 'winding' or 'normal'")
     return closest_points(vertices, faces, points, sign_method=sign_method, normals=False).signed_distance
+
+
+def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Row-normalised sparse (CSR) adjacency (V, V) of the mesh's edge graph (uniform neighbour average)."""
+    check_faces(faces, num_vertices)
+    f = faces.long()
+    i = torch.cat([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    j = torch.cat([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    key = torch.unique(i * num_vertices + j)
+    i, j = key // num_vertices, key % num_vertices
+    deg = torch.bincount(i, minlength=num_vertices).clamp(min=1).to(torch.float32)
+    values = 1.0 / deg[i]
+    coo = torch.sparse_coo_tensor(torch.stack([i, j]), values, (num_vertices, num_vertices), check_invariants=False)
+    with warnings.catch_warnings():  # CSR is "beta" in torch, and ~8x faster than COO for these products on a CPU
+        warnings.simplefilter("ignore", UserWarning)
+        return coo.coalesce().to_sparse_csr()

@@ -26,7 +26,7 @@ import torch.nn.functional as tnf
 from pydantic import BaseModel, ConfigDict, Field
 
 from geometry.cameras import Camera, OrthographicCamera
-from geometry.queries import MeshBVH
+from geometry.queries import MeshBVH, mesh_adjacency
 from geometry.render import render_mesh
 from icon.implicit import sample_pixels
 from icon.integrate import DepthMaps, IntegrationConfig, integrate_front_back
@@ -460,20 +460,12 @@ def taubin_smooth(
     """
     if iterations <= 0 or len(faces) == 0:
         return vertices
-    import scipy.sparse as sp
-
-    n = len(vertices)
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = np.concatenate([e, e[:, ::-1]])
-    adj = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
-    adj.data[:] = 1.0  # duplicate edges (two faces per edge) count once
-    deg = np.asarray(adj.sum(axis=1)).ravel()
-    mean_of_neighbours = sp.diags(1.0 / np.maximum(deg, 1.0)) @ adj
-    x = vertices.astype(np.float64)
+    mean_of_neighbours = mesh_adjacency(torch.from_numpy(np.asarray(faces)).long(), len(vertices)).to(torch.float64)
+    x = torch.from_numpy(np.asarray(vertices, dtype=np.float64))
     for _ in range(iterations):
         for factor in (lam, mu):
             x = x + factor * (mean_of_neighbours @ x - x)
-    return x.astype(np.float32)
+    return x.numpy().astype(np.float32)
 
 
 def close_pinholes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
