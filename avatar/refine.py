@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as tnf
 
-from avatar.colour import mesh_adjacency
 from avatar.config import AvatarConfig
 from avatar.poses import FramePoses
 from body.lbs import skin_points
 from geometry.cameras import Camera
 from geometry.diffrender import edge_topology, render_differentiable
-from geometry.queries import face_normals
+from geometry.queries import face_normals, mesh_adjacency
 
 __all__ = [
     "RefineResult",
@@ -228,6 +227,16 @@ def _log_refinement(result: RefineResult, steps: int) -> None:
                 float(result.frame_losses.mean()), 100 * float(result.offsets.norm(dim=-1).mean()))  # fmt: skip
 
 
+def _render_frames(vertices: torch.Tensor, weights: torch.Tensor, faces: torch.Tensor, transforms: torch.Tensor,
+                   camera: Camera, normals: bool, sigma_px: float, topology):
+    """Skin the canonical (V, 3) mesh with (V, 24) weights by B frames' (B, 24, 4, 4) transforms and render its soft
+    silhouette (and normals if ``normals``) in those frames' cameras (`render_differentiable`)."""
+    b = transforms.shape[0]
+    posed = skin_points(vertices[None].expand(b, -1, -1), weights[None].expand(b, -1, -1), transforms)
+    return render_differentiable(posed, faces, camera, normals=normals, silhouette=True, sigma_px=sigma_px,
+                                 topology=topology)
+
+
 def align_poses(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -277,11 +286,8 @@ def align_poses(
         opt.zero_grad(set_to_none=True)
         for idx in chunks:
             p = pose[idx] if free is None else torch.where(free.to(device), pose[idx], pose[idx].detach())
-            tf = frame_transforms(idx, p)
-            n = len(idx)
-            posed = skin_points(verts[None].expand(n, -1, -1), weights[None].expand(n, -1, -1), tf)
-            r = render_differentiable(posed, faces, camera_subset(tg.camera, idx), normals=need_normals,
-                                      silhouette=True, sigma_px=config.refine_sigma_px, topology=topology)  # fmt: skip
+            r = _render_frames(verts, weights, faces, frame_transforms(idx, p), camera_subset(tg.camera, idx),
+                               need_normals, config.refine_sigma_px, topology)  # fmt: skip
             lo = _frame_losses(r, tg, idx, loss_config)
             loss = lo.sum() + config.w_refine_pose * pose[idx].pow(2).sum()
             loss.backward()
@@ -353,13 +359,11 @@ def refine_skinned_mesh(
             x = adjacency @ x
         return x
 
+    normals = tg.normal_front is not None or tg.normal_back is not None
+
     def render(idx: torch.Tensor, verts_c: torch.Tensor, pose_idx: torch.Tensor):
-        tf = frame_transforms(idx, pose_idx)
-        posed = skin_points(verts_c[None].expand(len(idx), -1, -1), weights[None].expand(len(idx), -1, -1), tf)
-        cam = camera_subset(tg.camera, idx)
-        normals = tg.normal_front is not None or tg.normal_back is not None
-        return render_differentiable(posed, faces, cam, normals=normals, silhouette=True,
-                                     sigma_px=config.refine_sigma_px, topology=topology)  # fmt: skip
+        return _render_frames(verts_c, weights, faces, frame_transforms(idx, pose_idx), camera_subset(tg.camera, idx),
+                              normals, config.refine_sigma_px, topology)  # fmt: skip
 
     def evaluate(verts_c: torch.Tensor) -> torch.Tensor:
         out = []
