@@ -287,6 +287,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. fit.camera=perspective (YAML values)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "fit_validation")
+    parser.add_argument("--table-landmarks", action="store_true",
+                        help="the landmark table's joints/vertices instead of the learned MediaPipe regressor")
     parser.add_argument("--json", type=Path, default=None, help="write all rows as JSON here")
     parser.add_argument("--summarise", type=Path, nargs="+", default=None, metavar="JSON",
                         help="only print the table of rows saved with --json by earlier (e.g. split) runs")
@@ -305,7 +307,7 @@ def main() -> None:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     cfg = load_config(args.config, overrides)
-    model = BodyModel()
+    model = BodyModel(learned_landmarks=not args.table_landmarks)
     net = None if args.no_refine else load_normal_net(weights_path("normal_net"), "cpu")
     ev = load_scorer(args.validation)
     subjects = sorted((args.validation / "subjects").iterdir())

@@ -24,7 +24,8 @@ def mediapipe_landmark_mask(model: BodyModel) -> torch.Tensor:
 
 
 def mediapipe_landmarks_3d(model: BodyModel, output: BodyOutput) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 33 MediaPipe landmarks on a posed body.
+    """The 33 MediaPipe landmarks on a posed body: the model's learned regressor (weights over surrounding vertices,
+    `scripts/calibrate_landmarks.py`) when it has one, else the table's joints and surface vertices.
 
     Args:
         model: the body model that produced ``output``.
@@ -42,6 +43,11 @@ def mediapipe_landmarks_3d(model: BodyModel, output: BodyOutput) -> tuple[torch.
             f"output does not come from this model: vertices {tuple(vertices.shape)}, joints {tuple(joints.shape)}; "
             f"expected (B, {model.num_vertices}, 3) and (B, 24, 3)"
         )
+    reg_index = getattr(model, "mediapipe_regressor_index", None)
+    if reg_index is not None:  # learned regressor: weighted surrounding vertices (Σ w = 1) per landmark
+        weights = model.mediapipe_regressor_weights.to(vertices.dtype)
+        landmarks = (vertices[:, reg_index] * weights[None, :, :, None]).sum(dim=2)
+        return landmarks, mediapipe_landmark_mask(model)
     from_joint = joint_index >= 0
     from_vertex = vertex_index >= 0
     by_joint = joints[:, joint_index.clamp(min=0)]

@@ -45,6 +45,25 @@ def embedded_model_path() -> Path:
     return Path(str(resources.files("body").joinpath("data", "body_model.npz")))
 
 
+def mediapipe_regressor_path() -> Path:
+    """Path of the embedded model's learned MediaPipe landmark regressor (``body/data/mediapipe_regressor.npz``,
+    made by scripts/calibrate_landmarks.py)."""
+    return Path(str(resources.files("body").joinpath("data", "mediapipe_regressor.npz")))
+
+
+def _load_mediapipe_regressor(model_id: str, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(33, K) vertex indices and weights of the learned landmark regressor, or None when there is no file or it was
+    made for another model."""
+    path = mediapipe_regressor_path()
+    if not path.is_file():
+        return None
+    data = np.load(path, allow_pickle=False)
+    idx = torch.as_tensor(data["indices"], dtype=torch.long)
+    if str(data["model_id"]) != model_id or idx.shape[0] != 33 or int(idx.max()) >= num_vertices:
+        return None
+    return idx, torch.as_tensor(data["weights"], dtype=torch.float32)
+
+
 @dataclass
 class BodyOutput:
     """Posed body.
@@ -241,6 +260,8 @@ class BodyModel(torch.nn.Module):
         model_type: "smpl", "smplh" or "smplx"; must be "smpl" for the embedded model.
         gender: "neutral", "male" or "female"; selects the file inside a directory. The embedded model is neutral.
         num_betas: number of shape components used (at most 10 for the embedded model).
+        learned_landmarks: the embedded model places MediaPipe's landmarks with its learned regressor
+            (`mediapipe_regressor_path`); False keeps the landmark table's joints and vertices.
     """
 
     def __init__(
@@ -249,6 +270,7 @@ class BodyModel(torch.nn.Module):
         model_type: str = "smpl",
         gender: str = "neutral",
         num_betas: int = 10,
+        learned_landmarks: bool = True,
     ) -> None:
         super().__init__()
         model_type = model_type.lower()
@@ -293,6 +315,11 @@ class BodyModel(torch.nn.Module):
         self.register_buffer("mediapipe_joint_index", torch.as_tensor(mp_joint, dtype=torch.long), persistent=False)
         self.register_buffer("mediapipe_vertex_index", torch.as_tensor(mp_vertex, dtype=torch.long), persistent=False)
         self.register_buffer("parents", torch.tensor(SMPL_PARENTS, dtype=torch.long), persistent=False)
+        # The embedded model's MediaPipe landmarks come from a regressor learned on the project's own renders
+        # (scripts/calibrate_landmarks.py) when its file is there; other models keep the table's joints/vertices.
+        learned = _load_mediapipe_regressor(model_id, self.num_vertices) if path is None and learned_landmarks else None
+        self.register_buffer("mediapipe_regressor_index", None if learned is None else learned[0], persistent=False)
+        self.register_buffer("mediapipe_regressor_weights", None if learned is None else learned[1], persistent=False)
 
     # --- properties -------------------------------------------------------------------------------------------
 

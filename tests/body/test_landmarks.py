@@ -1,5 +1,7 @@
 """Tests for body.landmarks: MediaPipe's 33 landmarks on the embedded and on SMPL-topology models."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -9,6 +11,12 @@ from body.landmarks import mediapipe_correspondences
 
 @pytest.fixture(scope="module")
 def model():
+    """The embedded model with the landmark table's joints and vertices (no learned regressor)."""
+    return BodyModel(learned_landmarks=False)
+
+
+@pytest.fixture(scope="module")
+def learned():
     return BodyModel()
 
 
@@ -65,3 +73,33 @@ def test_smpl_topology_and_unknown_meshes():
     assert v[idx("left_eye_inner")] == -1 and v[idx("left_pinky")] == -1
     j, v = mediapipe_correspondences(1234)
     assert (v < 0).all() and (j >= 0).sum() == 12
+
+
+def test_learned_regressor_is_shipped_and_sums_to_one(learned):
+    idx_, w = learned.mediapipe_regressor_index, learned.mediapipe_regressor_weights
+    assert idx_ is not None and idx_.shape == w.shape and idx_.shape[0] == 33
+    torch.testing.assert_close(w.sum(-1), torch.ones(33), atol=1e-4, rtol=0)
+
+
+def test_learned_landmarks_move_rigidly_and_stay_near_the_table(model, learned):
+    body_pose = torch.zeros(1, 69)
+    body_pose[0, 3 * 17 + 1] = -1.5  # left elbow
+    out = model(body_pose=body_pose, global_orient=torch.tensor([[0.0, 2.0, 0.0]]), transl=torch.tensor([[0.3, 0, -3]]))
+    table, _ = mediapipe_landmarks_3d(model, out)
+    lm, mask = mediapipe_landmarks_3d(learned, out)
+    assert lm.shape == (1, 33, 3) and bool(mask.all())
+    # Σ w = 1: a translation of the body moves every landmark by the same amount.
+    shifted = dataclasses.replace(out, vertices=out.vertices + torch.tensor([1.0, 2.0, 3.0]))
+    lm2, _ = mediapipe_landmarks_3d(learned, shifted)
+    torch.testing.assert_close(lm2 - lm, torch.tensor([1.0, 2.0, 3.0]).expand(1, 33, 3), atol=1e-4, rtol=0)
+    # Learned positions stay on the same body part: within 12 cm of the table's definition.
+    assert float((lm - table).norm(dim=-1).max()) < 0.12
+    # MediaPipe's shoulders sit on top of the shoulder, above the body model's shoulder joints.
+    rest = learned(betas=torch.zeros(1, 10))
+    lm_rest, _ = mediapipe_landmarks_3d(learned, rest)
+    for side in ("left", "right"):
+        assert lm_rest[0, idx(f"{side}_shoulder"), 1] > rest.joints[0, 16 if side == "left" else 17, 1] + 0.02
+
+
+def test_user_models_and_the_switch_keep_the_table(model):
+    assert model.mediapipe_regressor_index is None and model.mediapipe_regressor_weights is None

@@ -206,7 +206,9 @@ def test_perspective_camera_is_chosen_for_a_perspective_view(model):
     fit = fit_body(model, kp, None, size, cfg, focal_px=torch.tensor([focal]))
     weak = fit_body(model, kp, None, size, cfg.model_copy(update={"camera": "weak"}))
     assert fit.focal_px is not None and float(fit.focal_px[0]) == pytest.approx(focal)
-    assert fit.keypoint_error_px[0] < weak.keypoint_error_px[0]
+    # Both cameras bring the keypoints within a fraction of a pixel; the weak one only by bending the body in depth.
+    assert float(fit.keypoint_error_px[0]) < 0.5 and float(weak.keypoint_error_px[0]) < 0.5
+    assert float(fit.body_pose.abs().mean()) < 0.7 * float(weak.body_pose.abs().mean())  # true pose: zeros
 
 
 def test_body_fit_from_params():
