@@ -97,6 +97,18 @@ class AvatarConfig(BaseModel):
     )
     w_refine_normal: float = Field(1.0, ge=0, description="Rendered front normals vs the normal net's (L1).")
     w_refine_normal_back: float = Field(0.3, ge=0, description="Rendered back normals vs the normal net's back map.")
+    w_refine_photometric: float = Field(
+        0.0, ge=0, description="Rendered vertex colours vs the frame's image (L1 where both see the person), when the "
+        "targets carry images and the mesh has colours.",
+    )
+    w_refine_carve: float = Field(
+        0.0, ge=0, description="Every canonical vertex, skinned into every frame, projects inside its mask (visual "
+        "hull): mean distance outside the mask beyond the margin, in image widths (removes flaps the frames' masks "
+        "never show).",
+    )
+    refine_carve_margin_px: float = Field(
+        1.0, ge=0, description="Distance (px at the refinement resolution) a vertex may stick out of a mask for free."
+    )
     w_refine_laplacian: float = Field(
         2.0, ge=0, description="Uniform Laplacian of the offsets, in mean edge lengths (keeps the refinement smooth)."
     )
@@ -107,5 +119,9 @@ class AvatarConfig(BaseModel):
     )
     # --- colour (avatar.colour)
     colour: bool = Field(True, description="Fuse per-vertex colours of the canonical mesh from the frames.")
+    colour_subdivisions: int = Field(
+        0, ge=0, le=3, description="Midpoint subdivisions of the canonical mesh before its colours are fused (each "
+        "level: 4x the faces, finer colour).",
+    )
     colour_edge_px: float = Field(4.0, gt=0, description="Distance (px) to the mask border of a full-weight colour.")
 

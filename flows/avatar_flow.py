@@ -338,7 +338,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
 
     from avatar.colour import avatar_vertex_colours, frame_vertex_colours
     from avatar.export import save_mesh
-    from avatar.refine import RefineTargets, apply_refinement, refine_avatar
+    from avatar.refine import RefineTargets, apply_refinement, refine_avatar, subdivide_avatar
     from icon.fit import camera_from_params
 
     logger = _logger()
@@ -372,6 +372,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
                     result.seconds, float(result.initial_losses.mean()), float(result.frame_losses.mean()))  # fmt: skip
     if config.colour and bool(has_mask.any()):
         t0 = time.perf_counter()
+        subdivide_avatar(avatar, config.colour_subdivisions)
         images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0
         fused = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
                                       frame_weights=weights)  # fmt: skip
