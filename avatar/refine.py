@@ -35,6 +35,7 @@ __all__ = [
     "apply_refinement",
     "camera_subset",
     "carve_energy",
+    "surface_samples",
     "outside_distance",
     "fit_frame_poses",
     "frame_weights_from_losses",
@@ -256,15 +257,25 @@ def _step_terms(
     return {"total": total, "data": data, "laplacian": lap, "consistency": nc, "pose": pose_reg}
 
 
-def _carve_term(verts_c: torch.Tensor, weights: torch.Tensor, frame_transforms, pose: torch.Tensor,
+def surface_samples(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """The vertices (B, V, 3) with every face's centroid and edge midpoints appended: (B, V + 4F, 3). A stretched
+    triangle spanning a gap (webbing between the legs) has all its vertices on the body but these points in the gap."""
+    tri = vertices[:, faces]  # (B, F, 3, 3)
+    mids = 0.5 * (tri + tri.roll(-1, dims=2))
+    return torch.cat([vertices, tri.mean(2), mids.flatten(1, 2)], dim=1)
+
+
+def _carve_term(verts_c: torch.Tensor, weights: torch.Tensor, faces: torch.Tensor, frame_transforms, pose: torch.Tensor,
                 tg: RefineTargets, distance: torch.Tensor, robust: torch.Tensor, config: AvatarConfig) -> torch.Tensor:
-    """Robust-weighted mean over all T frames of :func:`carve_energy` of the canonical mesh (V, 3) skinned into them."""
+    """Robust-weighted mean over all T frames of :func:`carve_energy` of the canonical mesh's (V, 3) vertices, face
+    centroids and edge midpoints (:func:`surface_samples`) skinned into them."""
     t = distance.shape[0]
     out = []
-    for idx in torch.arange(t, device=verts_c.device).split(16):
+    for idx in torch.arange(t, device=verts_c.device).split(8):
         posed = skin_points(verts_c[None].expand(len(idx), -1, -1), weights[None].expand(len(idx), -1, -1),
                             frame_transforms(idx, pose[idx]))  # fmt: skip
-        out.append(carve_energy(posed, camera_subset(tg.camera, idx), distance[idx], config.refine_carve_margin_px))
+        out.append(carve_energy(surface_samples(posed, faces), camera_subset(tg.camera, idx), distance[idx],
+                                config.refine_carve_margin_px))  # fmt: skip
     return (robust * torch.cat(out)).sum() / robust.sum()
 
 
@@ -428,8 +439,7 @@ def refine_skinned_mesh(
                 out.append(_frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config))
         return torch.cat(out)
 
-    initial = evaluate(base)
-    distance = outside_distance(tg.masks) if config.w_refine_carve > 0 else None
+    initial, distance = evaluate(base), outside_distance(tg.masks) if config.w_refine_carve > 0 else None
     pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config)
     opt = _refine_optimizer(delta, pose, config)
     running = initial.clone()
@@ -447,7 +457,7 @@ def refine_skinned_mesh(
         losses = _frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config)
         terms = _step_terms(losses, robust[idx], off, verts_c, pose[idx], adjacency, edge, faces, topology, config)
         if config.w_refine_carve > 0:
-            terms["carve"] = _carve_term(verts_c, weights, frame_transforms, pose, tg, distance, robust, config)
+            terms["carve"] = _carve_term(verts_c, weights, faces, frame_transforms, pose, tg, distance, robust, config)
             terms["total"] = terms["total"] + config.w_refine_carve * terms["carve"]
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()

@@ -12,12 +12,14 @@ nothing of them reaches the avatar.
 (b) Appearance, per odd frame: the coloured avatar skinned into the frame's fitted pose and rendered (albedo, no
     shading) with the frame's crop camera, against the crop: PSNR and SSIM inside the union of the two masks (each
     image black outside its own mask, so a silhouette mismatch counts as an error), and the mask IoU. Also with the
-    avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh frozen:
-    ``avatar.refine`` with no offsets), as video-avatar papers do for test frames.
+    avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh and colours frozen:
+    ``avatar.refine.fit_frame_poses``), as video-avatar papers do for test frames; and fitted to mask, normals and
+    the frame's image through the avatar's colours (``w_refine_photometric``, 1 if the preset has 0; the PNGs show
+    this one).
 (c) Seconds per stage (pipeline stages summed over frames; SCANimate, refinement, colour).
 
 Usage: nice python bench/avatar_validation.py --out OUT [--preset fast] [--frames 16] [--samples 10000] [--reuse]
-       [--geometry-every 1]
+       [--rerefine] [--avatar-set JSON] [--geometry-every 1]
 Writes OUT/avatar_validation.json and OUT/appearance_*.png (rendered | real | |difference|).
 """
 
@@ -139,6 +141,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--reuse", action="store_true", help="reuse the stores and avatar of an earlier run in --out")
     ap.add_argument("--pngs", type=int, default=4, help="rendered-vs-real PNGs written")
     ap.add_argument("--geometry-every", type=int, default=1, help="score every k-th even frame (ICP is ~10 s/mesh)")
+    ap.add_argument("--avatar-set", type=json.loads, default={},
+                    help='avatar settings over the preset, JSON, e.g. \'{"w_refine_carve": 300}\'')  # fmt: skip
     ap.add_argument("--rerefine", action="store_true",
                     help="with --reuse: rerun refinement + colour from the saved SCANimate mesh and poses")  # fmt: skip
     args = ap.parse_args()
@@ -166,7 +170,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     seconds: dict[str, float] = {}
 
     # ---- pipeline: even frames reconstructed, odd frames fitted only
-    overrides = {"frames": {"fps": None, "max_frames": len(even)}, "avatar_enabled": False}
+    overrides = {"frames": {"fps": None, "max_frames": len(even)}, "avatar_enabled": False, "avatar": args.avatar_set}
     cfg_even = load_config(args.preset, overrides)
     cfg_odd = load_config(args.preset, {**overrides, "reconstruct_enabled": False})
     runs = {}
@@ -241,17 +245,25 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     normals = store_odd.read_normals(done)
     front = torch.from_numpy(np.asarray(normals.front, np.float32))
     has_n = bool(torch.isfinite(front).all())
-    targets = RefineTargets(masks, camera, front * masks[..., None] if has_n else None)
-    poses_tuned = fit_frame_poses(avatar, targets, config, poses=poses_fit)  # mask + predicted normals, mesh frozen
+    targets = RefineTargets(masks, camera, front * masks[..., None] if has_n else None,
+                            images=images * masks[..., None])  # fmt: skip
+    no_colour = config.model_copy(update={"w_refine_photometric": 0.0})
+    poses_tuned = fit_frame_poses(avatar, targets, no_colour, poses=poses_fit)  # mask + normals, mesh frozen
     seconds["appearance_pose_fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with_colour = config.model_copy(update={"w_refine_photometric": config.w_refine_photometric or 1.0})
+    poses_colour = fit_frame_poses(avatar, targets, with_colour, poses=poses_fit)  # + the image through the colours
+    seconds["appearance_pose_fit_colour"] = time.perf_counter() - t0
     appear = []
-    for label, poses in (("fitted_pose", poses_fit), ("pose_fitted_to_mask", poses_tuned)):
+    variants = (("fitted_pose", poses_fit), ("pose_fitted_to_mask", poses_tuned),
+                ("pose_fitted_to_mask_and_colour", poses_colour))  # fmt: skip
+    for label, poses in variants:
         posed = posed_avatar(avatar, avatar.vertices, poses.global_orient, poses.body_pose, poses.transl)
         img, mask_r = render_albedo(posed, avatar.faces, colours, camera)
         for k, t in enumerate(done):
             row = {"frame": odd[t], "poses": label, **appearance(img[k], mask_r[k], images[k], masks[k])}
             appear.append(row)
-            if label == "pose_fitted_to_mask" and k < args.pngs:
+            if label == "pose_fitted_to_mask_and_colour" and k < args.pngs:
                 real = images[k] * masks[k][..., None]
                 diff = (img[k] - real).abs().clamp(0, 1)
                 tile = torch.cat([img[k], real, diff], 1)
@@ -310,7 +322,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         print(f"| {name} | {ch.mean():.2f} | {nc:.3f} | {ch.mean() / own.mean():.2f}x | {(ch < naked).mean():.0%} |")
     print("\n| held-out odd frames | PSNR dB | SSIM | mask IoU |")
     print("|---|---|---|---|")
-    for label in ("fitted_pose", "pose_fitted_to_mask"):
+    for label, _ in variants:
         rows = [r for r in appear if r["poses"] == label]
         summary[f"appearance_{label}"] = {k: mean(rows, k) for k in ("psnr_db", "ssim", "mask_iou")}
         s = summary[f"appearance_{label}"]

@@ -375,7 +375,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
         subdivide_avatar(avatar, config.colour_subdivisions)
         images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0
         fused = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
-                                      frame_weights=weights)  # fmt: skip
+                                      frame_weights=weights, cos_power=config.colour_cos_power)  # fmt: skip
         avatar.vertex_colours = fused.colours.to(avatar.device)
         info["colour"] = {"seen_fraction": round(float(fused.seen.float().mean()), 4),
                           "gains": [[round(float(g), 3) for g in row] for row in fused.gains]}  # fmt: skip
