@@ -103,9 +103,10 @@ class AvatarConfig(BaseModel):
         "targets carry images and the mesh has colours.",
     )
     w_refine_carve: float = Field(
-        300.0, ge=0, description="The canonical surface (vertices, face centroids, edge midpoints), skinned into "
+        0.0, ge=0, description="The canonical surface (vertices, face centroids, edge midpoints), skinned into "
         "every frame, projects inside its mask (visual hull): mean distance outside the mask beyond the margin, in "
-        "image widths (pulls in flaps the frames' masks never show).",
+        "image widths (pulls in flaps the frames' masks never show). Off: at 300 on the validation clip it lowers the "
+        "normal consistency 0.808 -> 0.785 for no Chamfer or IoU gain.",
     )
     refine_carve_margin_px: float = Field(
         1.0, ge=0, description="Distance (px at the refinement resolution) a vertex may stick out of a mask for free."

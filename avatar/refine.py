@@ -361,15 +361,16 @@ def align_poses(
 
 def _aligned_pose(
     base: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, frame_transforms, num_pose_params: int,
-    targets: RefineTargets, config: AvatarConfig,
+    targets: RefineTargets, config: AvatarConfig, colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(T, P) pose corrections from `align_poses` with the mesh frozen (only the root moves when
+    """(T, P) pose corrections from `align_poses` with the mesh (and its ``colours``) frozen (only the root moves when
     ``config.refine_align_joints == "root"`` and P is the 75 = 24 × 3 + 3 layout), ready to be optimised further."""
     free = None
     if config.refine_align_joints == "root" and num_pose_params == 75:
         free = torch.zeros(75, dtype=torch.bool)
         free[:3] = free[72:] = True
-    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free)
+    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free,
+                          colours=colours)  # fmt: skip
     return pose.requires_grad_(True)
 
 
@@ -389,8 +390,9 @@ def refine_skinned_mesh(
     targets: RefineTargets,
     config: AvatarConfig,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    colours: torch.Tensor | None = None,
 ) -> RefineResult:
-    """Refine a skinned canonical mesh against T frames' masks and normal maps.
+    """Refine a skinned canonical mesh against T frames' masks and normal maps (and images, through ``colours``).
 
     Args:
         vertices: (V, 3) canonical vertices (metres).
@@ -402,6 +404,7 @@ def refine_skinned_mesh(
         targets: the frames' masks, cameras and normal maps.
         config: ``refine_*`` and ``w_refine_*`` fields.
         progress: called as ``progress(step, total, losses)``.
+        colours: optional (V, 3) vertex colours (frozen) compared with ``targets.images`` (``w_refine_photometric``).
 
     Returns:
         RefineResult (the input tensors are not modified).
@@ -427,10 +430,11 @@ def refine_skinned_mesh(
         return _smoothed(delta, adjacency, config.refine_smoothing)
 
     normals = tg.normal_front is not None or tg.normal_back is not None
+    cols = None if colours is None or tg.images is None or config.w_refine_photometric == 0 else colours.to(device)
 
     def render(idx: torch.Tensor, verts_c: torch.Tensor, pose_idx: torch.Tensor):
         return _render_frames(verts_c, weights, faces, frame_transforms(idx, pose_idx), camera_subset(tg.camera, idx),
-                              normals, config.refine_sigma_px, topology)  # fmt: skip
+                              normals, config.refine_sigma_px, topology, cols)  # fmt: skip
 
     def evaluate(verts_c: torch.Tensor) -> torch.Tensor:
         out = []
@@ -440,7 +444,7 @@ def refine_skinned_mesh(
         return torch.cat(out)
 
     initial, distance = evaluate(base), outside_distance(tg.masks) if config.w_refine_carve > 0 else None
-    pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config)
+    pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config, cols)
     opt = _refine_optimizer(delta, pose, config)
     running = initial.clone()
     robust = frame_weights_from_losses(running)
@@ -522,7 +526,7 @@ def refine_avatar(
     frame_transforms = _corrected_transforms(avatar, poses, targets.masks.shape[0])
 
     return refine_skinned_mesh(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets,
-                               config, progress)  # fmt: skip
+                               config, progress, avatar.vertex_colours if avatar.has_colour else None)  # fmt: skip
 
 
 def fit_frame_poses(avatar, targets: RefineTargets, config: AvatarConfig | None = None,

@@ -358,8 +358,13 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
         has_normals = bool(torch.isfinite(front).all() and torch.isfinite(back).all())
         if not has_normals:
             logger.warning("avatar refinement: the store lacks some normal maps; refining against the masks only")
+        images = None
+        if config.w_refine_photometric > 0 and config.colour:  # colours first: the refinement registers the frames
+            images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0 * masks[..., None]
+            avatar.vertex_colours = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
+                                                          cos_power=config.colour_cos_power).colours  # fmt: skip
         targets = RefineTargets(masks, camera, front * masks[..., None] if has_normals else None,
-                                back * masks[..., None] if has_normals else None)  # fmt: skip
+                                back * masks[..., None] if has_normals else None, images)  # fmt: skip
         result = refine_avatar(avatar, targets, config)
         apply_refinement(avatar, result)
         weights = weights * result.frame_weights.cpu()

@@ -232,6 +232,9 @@ def test_photometric_alignment_recovers_a_turn_only_colour_shows():
     delta, _ = align_poses(v, f, weights, turned, 6, targets, cfg, colours=colours)
     assert abs(float(delta[1, 1]) - 0.15) < 0.03 and abs(float(delta[3, 1]) + 0.15) < 0.03, delta[:, :3]
     assert float(delta[[0, 2, 4, 5], 1].abs().max()) < 0.03, delta[:, :3]
+    joint = refine_skinned_mesh(v, f, weights, turned, 6, targets, cfg.model_copy(update={"refine_iterations": 0}),
+                                colours=colours)  # the refinement's alignment sees the colours too  # fmt: skip
+    assert abs(float(joint.pose_delta[1, 1]) - 0.15) < 0.03, joint.pose_delta[:, :3]
 
 
 def test_helpers():
