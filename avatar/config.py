@@ -99,7 +99,7 @@ class AvatarConfig(BaseModel):
     w_refine_normal: float = Field(1.0, ge=0, description="Rendered front normals vs the normal net's (L1).")
     w_refine_normal_back: float = Field(0.3, ge=0, description="Rendered back normals vs the normal net's back map.")
     w_refine_photometric: float = Field(
-        0.0, ge=0, description="Rendered vertex colours vs the frame's image (L1 where both see the person), when the "
+        1.0, ge=0, description="Rendered vertex colours vs the frame's image (L1 where both see the person), when the "
         "targets carry images and the mesh has colours.",
     )
     w_refine_carve: float = Field(
