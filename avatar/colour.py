@@ -234,6 +234,7 @@ def avatar_vertex_colours(
     poses=None,
     edge_px: float = 4.0,
     frame_weights: torch.Tensor | None = None,
+    cos_power: float = 2.0,
 ) -> VertexColours:
     """Colour of an avatar's canonical mesh fused over its T training frames.
 
@@ -248,6 +249,7 @@ def avatar_vertex_colours(
         poses: ``avatar.poses.FramePoses`` of the T frames (default: ``avatar.frame_poses``).
         edge_px: see :func:`fuse_vertex_colours`.
         frame_weights: optional (T,) weights of whole frames (e.g. the refinement's robust weights).
+        cos_power: see :func:`fuse_vertex_colours`.
     """
     from body.lbs import skin_points
 
@@ -263,4 +265,5 @@ def avatar_vertex_colours(
             posed.append(skin_points(avatar.vertices[None].expand(n, -1, -1),
                                      avatar.skin_weights[None].expand(n, -1, -1), tf))  # fmt: skip
     verts = torch.cat(posed)
-    return fuse_vertex_colours(verts, avatar.faces, camera, images, masks, edge_px=edge_px, frame_weights=frame_weights)
+    return fuse_vertex_colours(verts, avatar.faces, camera, images, masks, edge_px=edge_px, frame_weights=frame_weights,
+                               cos_power=cos_power)  # fmt: skip

@@ -26,6 +26,7 @@ from body.lbs import skin_points
 from geometry.cameras import Camera
 from geometry.diffrender import edge_topology, render_differentiable
 from geometry.queries import face_normals, mesh_adjacency
+from geometry.subdivide import subdivide_midpoint
 
 __all__ = [
     "RefineResult",
@@ -33,6 +34,9 @@ __all__ = [
     "align_poses",
     "apply_refinement",
     "camera_subset",
+    "carve_energy",
+    "surface_samples",
+    "outside_distance",
     "fit_frame_poses",
     "frame_weights_from_losses",
     "laplacian_energy",
@@ -40,6 +44,7 @@ __all__ = [
     "refine_avatar",
     "refine_skinned_mesh",
     "resample_targets",
+    "subdivide_avatar",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,12 +62,14 @@ class RefineTargets:
         camera: camera with batch size T mapping the frames' space to their pixels (H x W).
         normal_front: optional (T, H, W, 3) clothed front normals (camera space, zeros outside).
         normal_back: optional (T, H, W, 3) clothed back normals in the front image frame.
+        images: optional (T, H, W, 3) float RGB in [0, 1] (compared with the mesh's colours where both see the person).
     """
 
     masks: torch.Tensor
     camera: Camera
     normal_front: torch.Tensor | None = None
     normal_back: torch.Tensor | None = None
+    images: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 3:
@@ -71,7 +78,7 @@ class RefineTargets:
         if self.camera.batch_size != t or (self.camera.height, self.camera.width) != (h, w):
             raise ValueError(f"camera must have batch size {t} and size {w}x{h} px, got batch "
                              f"{self.camera.batch_size}, {self.camera.width}x{self.camera.height}")  # fmt: skip
-        for name in ("normal_front", "normal_back"):
+        for name in ("normal_front", "normal_back", "images"):
             n = getattr(self, name)
             if n is not None and n.shape != (t, h, w, 3):
                 raise ValueError(f"{name} must be (T, H, W, 3) = {(t, h, w, 3)}, got {tuple(n.shape)}")
@@ -134,7 +141,11 @@ def resample_targets(targets: RefineTargets, size: int) -> RefineTargets:
         return tnf.normalize(r, dim=-1, eps=1e-8) * masks[..., None]
 
     cam = camera_subset(targets.camera, torch.arange(t), size)
-    return RefineTargets(masks, cam, normals(targets.normal_front), normals(targets.normal_back))
+    images = None
+    if targets.images is not None:
+        images = tnf.interpolate(targets.images.float().permute(0, 3, 1, 2), size=(size, size), mode="area")
+        images = images.permute(0, 2, 3, 1)
+    return RefineTargets(masks, cam, normals(targets.normal_front), normals(targets.normal_back), images)
 
 
 def laplacian_energy(offsets: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
@@ -148,6 +159,26 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, edge_faces: 
     inner = edge_faces[:, 1] >= 0
     a, b = n[edge_faces[inner, 0]], n[edge_faces[inner, 1]]
     return (1.0 - (a * b).sum(-1)).mean()
+
+
+def outside_distance(masks: torch.Tensor, max_px: int = 64) -> torch.Tensor:
+    """Chessboard distance (px) of each pixel outside the person masks (T, H, W) to the nearest mask pixel, capped at
+    ``max_px`` (0 inside the mask; the image is padded with background, so the border does not cut distances)."""
+    from avatar.colour import edge_distance
+
+    outside = tnf.pad(~masks.bool(), (max_px, max_px, max_px, max_px), value=True)
+    return edge_distance(outside, max_px)[:, max_px:-max_px, max_px:-max_px]
+
+
+def carve_energy(points: torch.Tensor, camera: Camera, distance: torch.Tensor, margin_px: float) -> torch.Tensor:
+    """Per-frame mean of ``relu(d - margin_px) / W`` over points (B, N, 3) projected by ``camera`` (batch B) into
+    distance maps (B, H, W) (:func:`outside_distance`): how far the surface sticks out of each frame's silhouette, in
+    image widths. Every point of a true surface lies inside every mask (visual hull), seen or hidden. Returns (B,)."""
+    uv = camera.project(points)
+    b, h, w = distance.shape
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], dim=-1)[:, None]  # (B, 1, N, 2)
+    d = tnf.grid_sample(distance[:, None].to(points), grid, mode="bilinear", align_corners=False, padding_mode="border")
+    return (d[:, 0, 0] - margin_px).clamp(min=0).mean(-1) / w
 
 
 def frame_weights_from_losses(losses: torch.Tensor, floor: float = WEIGHT_FLOOR) -> torch.Tensor:
@@ -173,6 +204,9 @@ def _frame_losses(render, targets: RefineTargets, idx: torch.Tensor, config: Ava
             continue
         diff = (rendered - target[idx].to(rendered)).abs().sum(-1) / 3.0
         loss = loss + weight * (diff * both).sum(dim=(1, 2)) / count
+    if targets.images is not None and render.attributes is not None and config.w_refine_photometric > 0:
+        diff = (render.attributes - targets.images[idx].to(render.attributes)).abs().sum(-1) / 3.0
+        loss = loss + config.w_refine_photometric * (diff * both).sum(dim=(1, 2)) / count
     return loss
 
 
@@ -185,9 +219,11 @@ def _check_mesh_inputs(vertices: torch.Tensor, skin_weights: torch.Tensor) -> No
 
 def _targets_on(tg: RefineTargets, device: torch.device) -> RefineTargets:
     """The targets moved to ``device``."""
-    return RefineTargets(tg.masks.to(device), tg.camera.to(device),
-                         None if tg.normal_front is None else tg.normal_front.to(device),
-                         None if tg.normal_back is None else tg.normal_back.to(device))  # fmt: skip
+    def on(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(device)
+
+    return RefineTargets(tg.masks.to(device), tg.camera.to(device), on(tg.normal_front), on(tg.normal_back),
+                         on(tg.images))  # fmt: skip
 
 
 def _refine_optimizer(delta: torch.Tensor, pose: torch.Tensor, config: AvatarConfig) -> torch.optim.Adam:
@@ -221,6 +257,28 @@ def _step_terms(
     return {"total": total, "data": data, "laplacian": lap, "consistency": nc, "pose": pose_reg}
 
 
+def surface_samples(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """The vertices (B, V, 3) with every face's centroid and edge midpoints appended: (B, V + 4F, 3). A stretched
+    triangle spanning a gap (webbing between the legs) has all its vertices on the body but these points in the gap."""
+    tri = vertices[:, faces]  # (B, F, 3, 3)
+    mids = 0.5 * (tri + tri.roll(-1, dims=2))
+    return torch.cat([vertices, tri.mean(2), mids.flatten(1, 2)], dim=1)
+
+
+def _carve_term(verts_c: torch.Tensor, weights: torch.Tensor, faces: torch.Tensor, frame_transforms, pose: torch.Tensor,
+                tg: RefineTargets, distance: torch.Tensor, robust: torch.Tensor, config: AvatarConfig) -> torch.Tensor:
+    """Robust-weighted mean over all T frames of :func:`carve_energy` of the canonical mesh's (V, 3) vertices, face
+    centroids and edge midpoints (:func:`surface_samples`) skinned into them."""
+    t = distance.shape[0]
+    out = []
+    for idx in torch.arange(t, device=verts_c.device).split(8):
+        posed = skin_points(verts_c[None].expand(len(idx), -1, -1), weights[None].expand(len(idx), -1, -1),
+                            frame_transforms(idx, pose[idx]))  # fmt: skip
+        out.append(carve_energy(surface_samples(posed, faces), camera_subset(tg.camera, idx), distance[idx],
+                                config.refine_carve_margin_px))  # fmt: skip
+    return (robust * torch.cat(out)).sum() / robust.sum()
+
+
 def _log_refinement(result: RefineResult, steps: int) -> None:
     logger.info("refined over %d frames in %.1f s (%d steps): data loss %.4f -> %.4f, offsets mean %.2f cm",
                 len(result.frame_losses), result.seconds, steps, float(result.initial_losses.mean()),
@@ -228,13 +286,14 @@ def _log_refinement(result: RefineResult, steps: int) -> None:
 
 
 def _render_frames(vertices: torch.Tensor, weights: torch.Tensor, faces: torch.Tensor, transforms: torch.Tensor,
-                   camera: Camera, normals: bool, sigma_px: float, topology):
+                   camera: Camera, normals: bool, sigma_px: float, topology, colours: torch.Tensor | None = None):
     """Skin the canonical (V, 3) mesh with (V, 24) weights by B frames' (B, 24, 4, 4) transforms and render its soft
-    silhouette (and normals if ``normals``) in those frames' cameras (`render_differentiable`)."""
+    silhouette (normals if ``normals``, its (V, 3) ``colours`` if given) in those frames' cameras
+    (`render_differentiable`)."""
     b = transforms.shape[0]
     posed = skin_points(vertices[None].expand(b, -1, -1), weights[None].expand(b, -1, -1), transforms)
     return render_differentiable(posed, faces, camera, normals=normals, silhouette=True, sigma_px=sigma_px,
-                                 topology=topology)
+                                 topology=topology, attributes=None if colours is None else colours[None])  # fmt: skip
 
 
 def align_poses(
@@ -247,6 +306,7 @@ def align_poses(
     config: AvatarConfig,
     pose_init: torch.Tensor | None = None,
     free: torch.Tensor | None = None,
+    colours: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame pose corrections of a frozen skinned mesh against T frames' masks and normal maps.
 
@@ -260,6 +320,7 @@ def align_poses(
             :func:`refine_skinned_mesh`.
         pose_init: optional (T, P) starting corrections.
         free: optional (P,) bool, the parameters that move (default: all).
+        colours: optional (V, 3) vertex colours compared with ``targets.images`` (``w_refine_photometric``).
 
     Returns:
         pose_delta (T, P) and the per-frame data losses (T,) after the last step (at the alignment resolution).
@@ -282,12 +343,14 @@ def align_poses(
     need_normals = (tg.normal_front is not None and config.w_refine_normal > 0) or (
         tg.normal_back is not None and config.w_refine_normal_back > 0)  # fmt: skip
     losses = torch.zeros(t, device=device)
+    use_colour = tg.images is not None and colours is not None and config.w_refine_photometric > 0
+    cols = colours.detach().float().to(device) if use_colour else None
     for _ in range(config.refine_align_steps):
         opt.zero_grad(set_to_none=True)
         for idx in chunks:
             p = pose[idx] if free is None else torch.where(free.to(device), pose[idx], pose[idx].detach())
             r = _render_frames(verts, weights, faces, frame_transforms(idx, p), camera_subset(tg.camera, idx),
-                               need_normals, config.refine_sigma_px, topology)  # fmt: skip
+                               need_normals, config.refine_sigma_px, topology, cols)  # fmt: skip
             lo = _frame_losses(r, tg, idx, loss_config)
             loss = lo.sum() + config.w_refine_pose * pose[idx].pow(2).sum()
             loss.backward()
@@ -298,16 +361,24 @@ def align_poses(
 
 def _aligned_pose(
     base: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, frame_transforms, num_pose_params: int,
-    targets: RefineTargets, config: AvatarConfig,
+    targets: RefineTargets, config: AvatarConfig, colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(T, P) pose corrections from `align_poses` with the mesh frozen (only the root moves when
+    """(T, P) pose corrections from `align_poses` with the mesh (and its ``colours``) frozen (only the root moves when
     ``config.refine_align_joints == "root"`` and P is the 75 = 24 × 3 + 3 layout), ready to be optimised further."""
     free = None
     if config.refine_align_joints == "root" and num_pose_params == 75:
         free = torch.zeros(75, dtype=torch.bool)
         free[:3] = free[72:] = True
-    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free)
+    pose, _ = align_poses(base, faces, weights, frame_transforms, num_pose_params, targets, config, free=free,
+                          colours=colours)  # fmt: skip
     return pose.requires_grad_(True)
+
+
+def _smoothed(field: torch.Tensor, adjacency: torch.Tensor, passes: int) -> torch.Tensor:
+    """A per-vertex field (V, C) after ``passes`` neighbour-averaging passes."""
+    for _ in range(passes):
+        field = adjacency @ field
+    return field
 
 
 def refine_skinned_mesh(
@@ -319,8 +390,9 @@ def refine_skinned_mesh(
     targets: RefineTargets,
     config: AvatarConfig,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    colours: torch.Tensor | None = None,
 ) -> RefineResult:
-    """Refine a skinned canonical mesh against T frames' masks and normal maps.
+    """Refine a skinned canonical mesh against T frames' masks and normal maps (and images, through ``colours``).
 
     Args:
         vertices: (V, 3) canonical vertices (metres).
@@ -332,6 +404,7 @@ def refine_skinned_mesh(
         targets: the frames' masks, cameras and normal maps.
         config: ``refine_*`` and ``w_refine_*`` fields.
         progress: called as ``progress(step, total, losses)``.
+        colours: optional (V, 3) vertex colours (frozen) compared with ``targets.images`` (``w_refine_photometric``).
 
     Returns:
         RefineResult (the input tensors are not modified).
@@ -354,16 +427,14 @@ def refine_skinned_mesh(
     history: dict[str, list[float]] = {}
 
     def offsets() -> torch.Tensor:
-        x = delta
-        for _ in range(config.refine_smoothing):
-            x = adjacency @ x
-        return x
+        return _smoothed(delta, adjacency, config.refine_smoothing)
 
     normals = tg.normal_front is not None or tg.normal_back is not None
+    cols = None if colours is None or tg.images is None or config.w_refine_photometric == 0 else colours.to(device)
 
     def render(idx: torch.Tensor, verts_c: torch.Tensor, pose_idx: torch.Tensor):
         return _render_frames(verts_c, weights, faces, frame_transforms(idx, pose_idx), camera_subset(tg.camera, idx),
-                              normals, config.refine_sigma_px, topology)  # fmt: skip
+                              normals, config.refine_sigma_px, topology, cols)  # fmt: skip
 
     def evaluate(verts_c: torch.Tensor) -> torch.Tensor:
         out = []
@@ -372,8 +443,8 @@ def refine_skinned_mesh(
                 out.append(_frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config))
         return torch.cat(out)
 
-    initial = evaluate(base)
-    pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config)
+    initial, distance = evaluate(base), outside_distance(tg.masks) if config.w_refine_carve > 0 else None
+    pose = _aligned_pose(base, faces, weights, frame_transforms, num_pose_params, targets, config, cols)
     opt = _refine_optimizer(delta, pose, config)
     running = initial.clone()
     robust = frame_weights_from_losses(running)
@@ -389,6 +460,9 @@ def refine_skinned_mesh(
         verts_c = base + off
         losses = _frame_losses(render(idx, verts_c, pose[idx]), tg, idx, config)
         terms = _step_terms(losses, robust[idx], off, verts_c, pose[idx], adjacency, edge, faces, topology, config)
+        if config.w_refine_carve > 0:
+            terms["carve"] = _carve_term(verts_c, weights, faces, frame_transforms, pose, tg, distance, robust, config)
+            terms["total"] = terms["total"] + config.w_refine_carve * terms["carve"]
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
@@ -452,7 +526,7 @@ def refine_avatar(
     frame_transforms = _corrected_transforms(avatar, poses, targets.masks.shape[0])
 
     return refine_skinned_mesh(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets,
-                               config, progress)  # fmt: skip
+                               config, progress, avatar.vertex_colours if avatar.has_colour else None)  # fmt: skip
 
 
 def fit_frame_poses(avatar, targets: RefineTargets, config: AvatarConfig | None = None,
@@ -472,7 +546,9 @@ def fit_frame_poses(avatar, targets: RefineTargets, config: AvatarConfig | None 
     poses = _held_poses(avatar, poses)
     frame_transforms = _corrected_transforms(avatar, poses, targets.masks.shape[0])
 
-    d, _ = align_poses(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets, config)
+    colours = avatar.vertex_colours if avatar.has_colour else None
+    d, _ = align_poses(avatar.vertices, avatar.faces, avatar.skin_weights, frame_transforms, 75, targets, config,
+                       colours=colours)  # fmt: skip
     return FramePoses(poses.global_orient + d[:, :3], poses.body_pose + d[:, 3:72], poses.transl + d[:, 72:75])
 
 
@@ -486,3 +562,15 @@ def apply_refinement(avatar, result: RefineResult, poses: FramePoses | None = No
                                         poses.transl + d[:, 72:75])  # fmt: skip
     for k, v in result.history.items():
         avatar.history[k] = list(v)
+
+
+def subdivide_avatar(avatar, levels: int = 1) -> None:
+    """Midpoint-subdivide the avatar's canonical mesh ``levels`` times (in place): each level splits every face into
+    four; new vertices take the mean skinning weights (and colours) of their edge's ends, so the posed surface does not
+    move. A finer mesh holds finer colour (about 4x the vertices per level)."""
+    for _ in range(int(levels)):
+        colours = avatar.vertex_colours if avatar.has_colour else None
+        v, f, w = subdivide_midpoint(avatar.vertices, avatar.faces, avatar.skin_weights)
+        if colours is not None:
+            avatar.vertex_colours = subdivide_midpoint(avatar.vertices, avatar.faces, colours)[2]
+        avatar.vertices, avatar.faces, avatar.skin_weights = v, f, w

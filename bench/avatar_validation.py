@@ -12,12 +12,14 @@ nothing of them reaches the avatar.
 (b) Appearance, per odd frame: the coloured avatar skinned into the frame's fitted pose and rendered (albedo, no
     shading) with the frame's crop camera, against the crop: PSNR and SSIM inside the union of the two masks (each
     image black outside its own mask, so a silhouette mismatch counts as an error), and the mask IoU. Also with the
-    avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh frozen:
-    ``avatar.refine`` with no offsets), as video-avatar papers do for test frames.
+    avatar's pose fitted to the held-out frame's mask and normals first (pose only, the mesh and colours frozen:
+    ``avatar.refine.fit_frame_poses``), as video-avatar papers do for test frames; and fitted to mask, normals and
+    the frame's image through the avatar's colours (``w_refine_photometric``, 1 if the preset has 0; the PNGs show
+    this one).
 (c) Seconds per stage (pipeline stages summed over frames; SCANimate, refinement, colour).
 
 Usage: nice python bench/avatar_validation.py --out OUT [--preset fast] [--frames 16] [--samples 10000] [--reuse]
-       [--geometry-every 1]
+       [--rerefine] [--avatar-set JSON] [--geometry-every 1]
 Writes OUT/avatar_validation.json and OUT/appearance_*.png (rendered | real | |difference|).
 """
 
@@ -58,14 +60,16 @@ def score_icp(scorer, v: np.ndarray, f: np.ndarray, v_gt: np.ndarray, f_gt: np.n
     return scorer.metrics(s * v @ r.T + t, f, v_gt, f_gt, samples, 0)
 
 
-def posed_avatar(avatar, vertices: torch.Tensor, go, bp, tr) -> torch.Tensor:
-    """(T, V, 3) canonical ``vertices`` skinned into poses go (T, 3), bp (T, 69), tr (T, 3)."""
+def posed_avatar(avatar, vertices: torch.Tensor, go, bp, tr, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, V, 3) canonical ``vertices`` skinned (default weights: the avatar's) into poses go (T, 3), bp (T, 69),
+    tr (T, 3)."""
     from body.lbs import skin_points
 
+    weights = avatar.skin_weights if weights is None else weights
     with torch.no_grad():
         tf = avatar.transforms(go, bp, tr)
         n = len(go)
-        return skin_points(vertices[None].expand(n, -1, -1), avatar.skin_weights[None].expand(n, -1, -1), tf)
+        return skin_points(vertices[None].expand(n, -1, -1), weights[None].expand(n, -1, -1), tf)
 
 
 def render_albedo(vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor, camera):
@@ -108,6 +112,25 @@ def appearance(rendered, mask_r, real, mask_real) -> dict:
     }
 
 
+def rerefine(avatar, unrefined, pre_poses, store, data, config, avatar_dir: Path, info: dict) -> dict:
+    """Put the SCANimate mesh and held poses back into ``avatar``, refine and colour it again (the flow's stage), save
+    it; returns the new stage info with the earlier SCANimate seconds."""
+    from avatar.model import save_avatar
+    from avatar.poses import FramePoses
+    from flows.avatar_flow import refine_and_colour
+
+    pre = np.load(avatar_dir.parent / "unrefined_mesh.npz")
+    avatar.vertices = unrefined.to(avatar.device)
+    avatar.faces = torch.from_numpy(pre["faces"]).to(avatar.device)
+    avatar.skin_weights = torch.from_numpy(pre["weights"]).to(avatar.device)
+    avatar.frame_poses = FramePoses(*(torch.from_numpy(pre_poses[k]).to(avatar.device) for k in POSE_KEYS))
+    avatar.vertex_colours = torch.zeros(0, 3)
+    new = refine_and_colour(avatar, store, data, config, avatar_dir)
+    new["seconds"]["scanimate"] = info["seconds"].get("scanimate", float("nan"))
+    save_avatar(avatar, avatar_dir)
+    return new
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -118,6 +141,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--reuse", action="store_true", help="reuse the stores and avatar of an earlier run in --out")
     ap.add_argument("--pngs", type=int, default=4, help="rendered-vs-real PNGs written")
     ap.add_argument("--geometry-every", type=int, default=1, help="score every k-th even frame (ICP is ~10 s/mesh)")
+    ap.add_argument("--avatar-set", type=json.loads, default={},
+                    help='avatar settings over the preset, JSON, e.g. \'{"w_refine_carve": 300}\'')  # fmt: skip
+    ap.add_argument("--rerefine", action="store_true",
+                    help="with --reuse: rerun refinement + colour from the saved SCANimate mesh and poses")  # fmt: skip
     args = ap.parse_args()
 
     from avatar.colour import avatar_vertex_colours
@@ -143,7 +170,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     seconds: dict[str, float] = {}
 
     # ---- pipeline: even frames reconstructed, odd frames fitted only
-    overrides = {"frames": {"fps": None, "max_frames": len(even)}, "avatar_enabled": False}
+    overrides = {"frames": {"fps": None, "max_frames": len(even)}, "avatar_enabled": False, "avatar": args.avatar_set}
     cfg_even = load_config(args.preset, overrides)
     cfg_odd = load_config(args.preset, {**overrides, "reconstruct_enabled": False})
     runs = {}
@@ -171,6 +198,11 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         unrefined = torch.from_numpy(np.load(out / "unrefined_vertices.npy"))
         pre_poses = dict(np.load(out / "unrefined_poses.npz"))
         info = json.loads((out / "avatar_stages.json").read_text())
+        if not (out / "unrefined_mesh.npz").is_file():  # runs before subdivision existed: the mesh is SCANimate's
+            np.savez(out / "unrefined_mesh.npz", faces=avatar.faces.numpy(), weights=avatar.skin_weights.numpy())
+        if args.rerefine:
+            info = rerefine(avatar, unrefined, pre_poses, store_even, data, config, avatar_dir, info)
+            (out / "avatar_stages.json").write_text(json.dumps(info, indent=1))
     else:
         t0 = time.perf_counter()
         avatar = train_avatar(model, data.meshes, data.fits, config, frame_weights=data.frame_weights,
@@ -178,6 +210,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         seconds_scan = time.perf_counter() - t0
         unrefined = avatar.vertices.clone()
         np.save(out / "unrefined_vertices.npy", unrefined.numpy())
+        np.savez(out / "unrefined_mesh.npz", faces=avatar.faces.numpy(), weights=avatar.skin_weights.numpy())
         pre_poses = {k: getattr(avatar.frame_poses, k).numpy().copy() for k in POSE_KEYS}
         np.savez(out / "unrefined_poses.npz", **pre_poses)
         info = refine_and_colour(avatar, store_even, data, config, avatar_dir)
@@ -185,6 +218,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         save_avatar(avatar, avatar_dir)
         (out / "avatar_stages.json").write_text(json.dumps(info, indent=1))
     seconds.update({f"avatar_{k}": v for k, v in info["seconds"].items()})
+    pre_mesh = {k: torch.from_numpy(v) for k, v in np.load(out / "unrefined_mesh.npz").items()}
 
     # ---- (b) appearance on the odd frames
     t0 = time.perf_counter()
@@ -211,17 +245,25 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     normals = store_odd.read_normals(done)
     front = torch.from_numpy(np.asarray(normals.front, np.float32))
     has_n = bool(torch.isfinite(front).all())
-    targets = RefineTargets(masks, camera, front * masks[..., None] if has_n else None)
-    poses_tuned = fit_frame_poses(avatar, targets, config, poses=poses_fit)  # mask + predicted normals, mesh frozen
+    targets = RefineTargets(masks, camera, front * masks[..., None] if has_n else None,
+                            images=images * masks[..., None])  # fmt: skip
+    no_colour = config.model_copy(update={"w_refine_photometric": 0.0})
+    poses_tuned = fit_frame_poses(avatar, targets, no_colour, poses=poses_fit)  # mask + normals, mesh frozen
     seconds["appearance_pose_fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with_colour = config.model_copy(update={"w_refine_photometric": config.w_refine_photometric or 1.0})
+    poses_colour = fit_frame_poses(avatar, targets, with_colour, poses=poses_fit)  # + the image through the colours
+    seconds["appearance_pose_fit_colour"] = time.perf_counter() - t0
     appear = []
-    for label, poses in (("fitted_pose", poses_fit), ("pose_fitted_to_mask", poses_tuned)):
+    variants = (("fitted_pose", poses_fit), ("pose_fitted_to_mask", poses_tuned),
+                ("pose_fitted_to_mask_and_colour", poses_colour))  # fmt: skip
+    for label, poses in variants:
         posed = posed_avatar(avatar, avatar.vertices, poses.global_orient, poses.body_pose, poses.transl)
         img, mask_r = render_albedo(posed, avatar.faces, colours, camera)
         for k, t in enumerate(done):
             row = {"frame": odd[t], "poses": label, **appearance(img[k], mask_r[k], images[k], masks[k])}
             appear.append(row)
-            if label == "pose_fitted_to_mask" and k < args.pngs:
+            if label == "pose_fitted_to_mask_and_colour" and k < args.pngs:
                 real = images[k] * masks[k][..., None]
                 diff = (img[k] - real).abs().clamp(0, 1)
                 tile = torch.cat([img[k], real, diff], 1)
@@ -230,6 +272,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     # ---- (a) geometry at the even frames
     fits = store_even.read_fit("refined", data.frames)
     geometry = []
+    cache_path = out / "geometry_cache.json"  # scores of the meshes refinement does not change (with --reuse)
+    cache = json.loads(cache_path.read_text()) if args.reuse and cache_path.is_file() else {}
     for i, t in enumerate(data.frames):
         if i % args.geometry_every:
             continue
@@ -240,18 +284,23 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         with torch.no_grad():
             body = model(betas=fits.betas[i : i + 1], global_orient=fits.global_orient[i : i + 1],
                          body_pose=fits.body_pose[i : i + 1], transl=fits.transl[i : i + 1]).vertices[0]  # fmt: skip
-        pre = posed_avatar(avatar, unrefined, *(torch.from_numpy(pre_poses[k][i : i + 1]) for k in POSE_KEYS))[0]
+        pre = posed_avatar(avatar, unrefined, *(torch.from_numpy(pre_poses[k][i : i + 1]) for k in POSE_KEYS),
+                           weights=pre_mesh["weights"])[0]  # fmt: skip
         mesh = store_even.read_mesh(t)
         row = {"frame": src}
         for name, (v, f) in {
             "own": (np.asarray(mesh.vertices), np.asarray(mesh.faces)),
             "naked": (body.numpy(), model.faces.numpy()),
-            "avatar_scanimate": (pre.numpy(), avatar.faces.numpy()),
+            "avatar_scanimate": (pre.numpy(), pre_mesh["faces"].numpy()),
             "avatar_refined": (posed_avatar(avatar, avatar.vertices, *held)[0].numpy(), avatar.faces.numpy()),
         }.items():
-            m = score_icp(scorer, v, f, gt[0], gt[1], args.samples)
-            row[name] = {"chamfer_cm": m["chamfer_cm"], "nc": m["normal_consistency"]}
+            key = f"{src}/{name}/{args.samples}"
+            if name == "avatar_refined" or key not in cache:
+                m = score_icp(scorer, v, f, gt[0], gt[1], args.samples)
+                cache[key] = {"chamfer_cm": m["chamfer_cm"], "nc": m["normal_consistency"]}
+            row[name] = cache[key]
         geometry.append(row)
+        cache_path.write_text(json.dumps(cache))
         print(f"frame {src:2d}: " + "  ".join(f"{k} {row[k]['chamfer_cm']:.2f}/{row[k]['nc']:.3f}" for k in row
                                               if k != "frame"), flush=True)  # fmt: skip
 
@@ -273,7 +322,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         print(f"| {name} | {ch.mean():.2f} | {nc:.3f} | {ch.mean() / own.mean():.2f}x | {(ch < naked).mean():.0%} |")
     print("\n| held-out odd frames | PSNR dB | SSIM | mask IoU |")
     print("|---|---|---|---|")
-    for label in ("fitted_pose", "pose_fitted_to_mask"):
+    for label, _ in variants:
         rows = [r for r in appear if r["poses"] == label]
         summary[f"appearance_{label}"] = {k: mean(rows, k) for k in ("psnr_db", "ssim", "mask_iou")}
         s = summary[f"appearance_{label}"]

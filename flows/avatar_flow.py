@@ -338,7 +338,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
 
     from avatar.colour import avatar_vertex_colours, frame_vertex_colours
     from avatar.export import save_mesh
-    from avatar.refine import RefineTargets, apply_refinement, refine_avatar
+    from avatar.refine import RefineTargets, apply_refinement, refine_avatar, subdivide_avatar
     from icon.fit import camera_from_params
 
     logger = _logger()
@@ -358,8 +358,13 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
         has_normals = bool(torch.isfinite(front).all() and torch.isfinite(back).all())
         if not has_normals:
             logger.warning("avatar refinement: the store lacks some normal maps; refining against the masks only")
+        images = None
+        if config.w_refine_photometric > 0 and config.colour:  # colours first: the refinement registers the frames
+            images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0 * masks[..., None]
+            avatar.vertex_colours = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
+                                                          cos_power=config.colour_cos_power).colours  # fmt: skip
         targets = RefineTargets(masks, camera, front * masks[..., None] if has_normals else None,
-                                back * masks[..., None] if has_normals else None)  # fmt: skip
+                                back * masks[..., None] if has_normals else None, images)  # fmt: skip
         result = refine_avatar(avatar, targets, config)
         apply_refinement(avatar, result)
         weights = weights * result.frame_weights.cpu()
@@ -372,9 +377,10 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
                     result.seconds, float(result.initial_losses.mean()), float(result.frame_losses.mean()))  # fmt: skip
     if config.colour and bool(has_mask.any()):
         t0 = time.perf_counter()
+        subdivide_avatar(avatar, config.colour_subdivisions)
         images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0
         fused = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
-                                      frame_weights=weights)  # fmt: skip
+                                      frame_weights=weights, cos_power=config.colour_cos_power)  # fmt: skip
         avatar.vertex_colours = fused.colours.to(avatar.device)
         info["colour"] = {"seen_fraction": round(float(fused.seen.float().mean()), 4),
                           "gains": [[round(float(g), 3) for g in row] for row in fused.gains]}  # fmt: skip

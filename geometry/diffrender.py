@@ -83,6 +83,8 @@ class DiffRender:
         normal_back: (B, H, W, 3) smooth outward normals at the farthest hit, zeros outside; differentiable.
         depth: (B, H, W) depth (-z) of the nearest hit, zeros outside; differentiable.
         silhouette: (B, H, W) soft silhouette in [0, 1] (None if not requested); differentiable near the boundary.
+        attributes: (B, H, W, C) per-vertex attributes (e.g. colours) interpolated at the nearest hit, zeros outside
+            (None if none were given); differentiable in the attributes and, through the barycentrics, the vertices.
     """
 
     mask: torch.Tensor
@@ -90,6 +92,7 @@ class DiffRender:
     normal_back: torch.Tensor | None
     depth: torch.Tensor | None
     silhouette: torch.Tensor | None
+    attributes: torch.Tensor | None = None
 
 
 def _ray_triangle(origins, directions, tri):
@@ -108,10 +111,11 @@ def _ray_triangle(origins, directions, tri):
     return torch.stack([1.0 - u - v, u, v], dim=-1), t
 
 
-def _interpolated_normals(vertices, faces, normals, face_map, origins, directions):
-    """Differentiable normal map (B, H, W, 3) and ray parameters (B, H, W) for the pixels hit (face_map >= 0)."""
+def _interpolated_normals(vertices, faces, normals, face_map, origins, directions, normalize: bool = True):
+    """Differentiable normal map (B, H, W, 3) and ray parameters (B, H, W) for the pixels hit (face_map >= 0).
+    ``normals`` may be any per-vertex values (B or 1, V, C); ``normalize=False`` interpolates them unchanged."""
     b_idx, i_idx, j_idx = torch.nonzero(face_map >= 0, as_tuple=True)
-    out_n = torch.zeros(*face_map.shape, 3, dtype=vertices.dtype, device=vertices.device)
+    out_n = torch.zeros(*face_map.shape, normals.shape[-1], dtype=vertices.dtype, device=vertices.device)
     out_t = torch.zeros(face_map.shape, dtype=vertices.dtype, device=vertices.device)
     if b_idx.numel() == 0:
         return out_n, out_t
@@ -121,8 +125,10 @@ def _interpolated_normals(vertices, faces, normals, face_map, origins, direction
     o = origins[b_idx, i_idx, j_idx].to(vertices.dtype)
     d = directions[b_idx, i_idx, j_idx].to(vertices.dtype)
     bary, t = _ray_triangle(o, d, tri)
-    n = (normals[b_idx[:, None], vid] * bary[..., None]).sum(dim=1)
-    n = tnf.normalize(n, dim=-1, eps=1e-20)
+    values = normals if normals.shape[0] == vertices.shape[0] else normals.expand(vertices.shape[0], -1, -1)
+    n = (values[b_idx[:, None], vid].to(vertices.dtype) * bary[..., None]).sum(dim=1)
+    if normalize:
+        n = tnf.normalize(n, dim=-1, eps=1e-20)
     out_n = out_n.index_put((b_idx, i_idx, j_idx), n)
     out_t = out_t.index_put((b_idx, i_idx, j_idx), t)
     return out_n, out_t
@@ -262,8 +268,9 @@ def render_differentiable(
     silhouette: bool = True,
     sigma_px: float = 1.0,
     topology: EdgeTopology | None = None,
+    attributes: torch.Tensor | None = None,
 ) -> DiffRender:
-    """Differentiable front/back normal maps, depth and soft silhouette from one ray-cast pass.
+    """Differentiable front/back normal maps, depth, soft silhouette and vertex attributes from one ray-cast pass.
 
     Args:
         vertices: (B, V, 3) camera-space vertices (float32 or float64; the outputs follow this dtype).
@@ -275,12 +282,17 @@ def render_differentiable(
         silhouette: Compute the soft silhouette.
         sigma_px: Softness of the silhouette boundary in output pixels.
         topology: Precomputed ``edge_topology(faces)`` to reuse across iterations.
+        attributes: optional (B or 1, V, C) per-vertex values (e.g. RGB colours) to interpolate at the nearest hit.
 
     Returns:
         DiffRender; fields not requested are None.
     """
     check_vertices(vertices)
     check_faces(faces, vertices.shape[1])
+    if attributes is not None and (attributes.ndim != 3 or attributes.shape[0] not in (1, vertices.shape[0])
+                                   or attributes.shape[1] != vertices.shape[1]):  # fmt: skip
+        raise ValueError(f"attributes must be (B or 1, V, C) with V = {vertices.shape[1]}, "
+                         f"got {tuple(attributes.shape)}")
     if sigma_px <= 0:
         raise ValueError(f"sigma_px must be positive, got {sigma_px}")
     faces = faces.to(device=vertices.device, dtype=torch.long)
@@ -293,6 +305,9 @@ def render_differentiable(
         out.normal_back, _ = _interpolated_normals(vertices, faces, vn, hits.face_back, origins, directions)
         z = origins[..., 2].to(vertices.dtype) + t_front * directions[..., 2].to(vertices.dtype)
         out.depth = -z * hits.hit.to(vertices.dtype)
+    if attributes is not None:
+        out.attributes, _ = _interpolated_normals(vertices, faces, attributes, hits.face_front, origins, directions,
+                                                  normalize=False)  # fmt: skip
     if silhouette:
         topology = edge_topology(faces) if topology is None else topology
         band_px = max(2, int(math.ceil(4.0 * sigma_px)) + 1)

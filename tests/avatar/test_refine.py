@@ -15,10 +15,13 @@ from avatar.refine import (
     RefineTargets,
     align_poses,
     camera_subset,
+    carve_energy,
     frame_weights_from_losses,
     laplacian_energy,
+    outside_distance,
     refine_skinned_mesh,
     resample_targets,
+    subdivide_avatar,
 )
 from body.rotations import axis_angle_to_matrix
 from geometry.cameras import OrthographicCamera
@@ -85,8 +88,9 @@ def _distance(vertices: torch.Tensor, ell: torch.Tensor, f: torch.Tensor) -> flo
 
 
 def _config(**kw) -> AvatarConfig:
+    # the visual-hull term is off here (its own test below): these tests measure the render-based terms
     base = dict(refine_iterations=60, refine_lr=3e-3, refine_pose_lr=0.0, refine_resolution=SIZE,
-                refine_frames_per_step=3, refine_sigma_px=1.5)  # fmt: skip
+                refine_frames_per_step=3, refine_sigma_px=1.5, w_refine_carve=0.0)  # fmt: skip
     base.update(kw)
     return AvatarConfig(**base)
 
@@ -158,6 +162,81 @@ def test_align_poses_recovers_shifted_frames_with_the_mesh_frozen():
     assert torch.equal(zero, torch.zeros(len(ANGLES), 6))
 
 
+def test_carve_energy_measures_how_far_points_stick_out():
+    """Mask = left half (columns < 64): a point at pixel column 80.5 is 17 px (chessboard) from the mask."""
+    masks = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+    masks[:, :, :64] = True
+    dist = outside_distance(masks)
+    assert float(dist[0, 10, 63]) == 0.0 and float(dist[0, 10, 64]) == 1.0 and float(dist[0, 10, 80]) == 17.0
+    cam = _camera(1)
+    inside = torch.tensor([[[-0.2, 0.0, -1.0], [-0.01, 0.1, -1.0]]])  # columns 38.4 and 62.7: inside the mask
+    outside = torch.tensor([[[(80.5 - 64.0) / SIZE, 0.0, -1.0]]])  # the centre of column 80
+    assert float(carve_energy(inside, cam, dist, 1.0)) == 0.0
+    assert abs(float(carve_energy(outside, cam, dist, 1.0)) - 16.0 / SIZE) < 1e-5
+
+
+def test_carve_pulls_a_flap_back_into_the_silhouettes():
+    """The true ellipsoid with a 12 cm spike: silhouettes alone barely see a few vertices, the visual-hull term pulls
+    the spike in from all six views (the rest of the surface stays where it was)."""
+    targets, ell, f_ell = _targets()
+    v, f = _sphere(1.0, 3)
+    v = v * AXES
+    tip = int(torch.argmax(v[:, 0]))  # the vertex at +x
+    spiky = v.clone()
+    spiky[tip, 0] += 0.12
+    weights = torch.zeros(v.shape[0], 24)
+    weights[:, 0] = 1.0
+    cfg = _config(refine_iterations=40, refine_lr=5e-3, w_refine_silhouette=0.0, w_refine_normal=0.0,
+                  w_refine_normal_back=0.0, w_refine_carve=50.0, refine_smoothing=0,
+                  w_refine_laplacian=0.1)  # fmt: skip
+    out = refine_skinned_mesh(spiky, f, weights, _frame_transforms, 0, targets, cfg)
+    assert float(out.vertices[tip, 0] - v[tip, 0]) < 0.03, float(out.vertices[tip, 0] - v[tip, 0])
+    others = torch.ones(v.shape[0], dtype=torch.bool)
+    others[tip] = False
+    assert float((out.vertices - v)[others].norm(dim=-1).mean()) < 0.02
+    off = refine_skinned_mesh(spiky, f, weights, _frame_transforms, 0, targets, cfg.model_copy(update={
+        "w_refine_carve": 0.0}))  # fmt: skip
+    assert float(off.vertices[tip, 0] - v[tip, 0]) > 0.09  # nothing else sees the spike
+    assert "refine/carve" in out.history
+
+
+def _texture(v: torch.Tensor) -> torch.Tensor:
+    """Colours varying around the Y axis (a sphere turned about Y keeps its silhouette and normals, not these)."""
+    a = torch.atan2(v[:, 0], v[:, 2])
+    return torch.stack([0.5 + 0.4 * torch.sin(2 * a), 0.5 + 0.4 * torch.cos(2 * a), 0.5 + 0.3 * v[:, 1]], -1)
+
+
+def test_photometric_alignment_recovers_a_turn_only_colour_shows():
+    """A textured sphere turned 0.15 rad about Y in two frames (masks and normals hardly tell): the colours put the
+    turns back, and the other frames stay."""
+    v, f = _sphere(0.3, 4)
+    colours = _texture(v)
+    weights = torch.zeros(v.shape[0], 24)
+    weights[:, 0] = 1.0
+    turn = torch.zeros(len(ANGLES))
+    turn[1], turn[3] = 0.15, -0.15
+    tf = _turns([a + float(d) for a, d in zip(ANGLES, turn, strict=True)])
+    posed = v[None] @ tf[:, 0, :3, :3].transpose(1, 2) + tf[:, 0, :3, 3][:, None]
+    cam = _camera(len(ANGLES))
+    r = render_mesh(posed, f, cam)
+    from geometry.queries import interpolate_face_attributes
+
+    images = interpolate_face_attributes(colours[None].expand(len(ANGLES), -1, -1), f, r.face_index, r.barycentric)
+    targets = RefineTargets(r.mask, cam, r.normal_front, images=images * r.mask[..., None])
+    cfg = _config(refine_align_steps=60, refine_align_lr=0.01, w_refine_pose=0.0, refine_align_resolution=SIZE,
+                  w_refine_photometric=1.0)  # fmt: skip
+    def turned(idx: torch.Tensor, d: torch.Tensor) -> torch.Tensor:  # the correction turns the sphere about its centre
+        return _turns([ANGLES[i] for i in idx.tolist()]) @ _frame_transforms(idx, d) @ torch.linalg.inv(
+            _turns([ANGLES[i] for i in idx.tolist()]))  # fmt: skip
+
+    delta, _ = align_poses(v, f, weights, turned, 6, targets, cfg, colours=colours)
+    assert abs(float(delta[1, 1]) - 0.15) < 0.03 and abs(float(delta[3, 1]) + 0.15) < 0.03, delta[:, :3]
+    assert float(delta[[0, 2, 4, 5], 1].abs().max()) < 0.03, delta[:, :3]
+    joint = refine_skinned_mesh(v, f, weights, turned, 6, targets, cfg.model_copy(update={"refine_iterations": 0}),
+                                colours=colours)  # the refinement's alignment sees the colours too  # fmt: skip
+    assert abs(float(joint.pose_delta[1, 1]) - 0.15) < 0.03, joint.pose_delta[:, :3]
+
+
 def test_helpers():
     w = frame_weights_from_losses(torch.tensor([1.0, 1.0, 1.0, 3.0]))
     assert torch.allclose(w[:3], torch.ones(3)) and abs(float(w[3]) - math.exp(-2)) < 1e-6
@@ -215,3 +294,27 @@ def _avatar_iou(avatar, camera, masks: torch.Tensor) -> torch.Tensor:
         v = skin_points(avatar.vertices[None].expand(t, -1, -1), avatar.skin_weights[None].expand(t, -1, -1), tf)
     m = render_mesh(v, avatar.faces, camera).mask
     return (m & masks).sum((1, 2)) / (m | masks).sum((1, 2))
+
+
+def test_subdivided_avatar_poses_to_the_same_surface(trained):
+    """Midpoint subdivision of the canonical mesh: 4x the faces, weights and colours carried, the posed surface and
+    every old vertex unchanged."""
+    import copy
+
+    from body.lbs import skin_points
+
+    avatar = copy.deepcopy(trained.avatar)
+    avatar.vertex_colours = (avatar.vertices - avatar.vertices.amin(0)) / (avatar.vertices.amax(0)
+                                                                            - avatar.vertices.amin(0))  # fmt: skip
+    v0, f0 = avatar.vertices.clone(), avatar.faces.clone()
+    subdivide_avatar(avatar, 1)
+    assert avatar.faces.shape[0] == 4 * f0.shape[0] and avatar.has_colour
+    assert torch.equal(avatar.vertices[: len(v0)], v0)
+    assert torch.allclose(avatar.skin_weights.sum(-1), torch.ones(len(avatar.vertices)), atol=1e-5)
+    p = avatar.frame_poses
+    with torch.no_grad():
+        tf = avatar.transforms(p.global_orient[:1], p.body_pose[:1], p.transl[:1])
+        posed = skin_points(avatar.vertices[None], avatar.skin_weights[None], tf)[0]
+    mid = posed[len(v0):]  # new vertices lie near their edge's posed midpoint (LBS is linear in the weights)
+    assert float(signed_distance(posed[None, : len(v0)], f0, mid[None]).abs().max()) < 0.01
+    assert torch.allclose(avatar.vertex_colours[len(v0):].clamp(0, 1), avatar.vertex_colours[len(v0):])

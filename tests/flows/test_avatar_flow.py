@@ -33,9 +33,11 @@ TINY = dict(samples_per_frame=1000, points_per_frame=128, body_points_per_frame=
             checkpoint_every=10, skin_width=32, sdf_width=32, resolution=24, coarse_resolution=9)  # fmt: skip
 
 
-def build_store(path: Path, n_done: int = N_FRAMES, refined_missing: tuple[int, ...] = ()) -> Path:
+def build_store(path: Path, n_done: int = N_FRAMES, refined_missing: tuple[int, ...] = (),
+                frames: bool = False) -> Path:  # fmt: skip
     """A run store of a synthetic clothed person turning and waving: T = n_done + 1 frames (the last one FAILED,
-    without a mesh). Meshes are in the space of the orthographic crop camera written with each fit."""
+    without a mesh). Meshes are in the space of the orthographic crop camera written with each fit. ``frames``: also
+    the rendered crops and masks (the avatar is then refined and coloured)."""
     from body import BodyModel
     from geometry.cameras import OrthographicCamera
     from icon.synth.appearance import Lighting
@@ -58,6 +60,9 @@ def build_store(path: Path, n_done: int = N_FRAMES, refined_missing: tuple[int, 
         params = motion[t]
         frame = render_frame(model, person, params, camera, background, light, grid_resolution=64)
         store.write_mesh(t, frame.vertices, frame.faces)
+        if frames:
+            store.write_frames([t], frame.rgb[None], frame.mask[None], np.array([[CROP / 2, CROP / 2, CROP]]),
+                               np.zeros((1, 33, 3)), np.array([t / 10.0]))  # fmt: skip
         fit = dict(params.replace(betas=person.betas[None]).as_dict(), camera=cam)
         store.write_fit("init", [t], **fit)
         if t not in refined_missing:
@@ -293,3 +298,23 @@ def test_cli_repose_and_errors(prefect_server, avatar_dir, tmp_path):
     assert res.exit_code == 1 and "no such run store" in res.output
     for cmd in ("repose", "avatar"):
         assert runner.invoke(app, [cmd, "--help"]).exit_code == 0
+
+
+def test_photometric_refinement_and_subdivided_colour(tmp_path, tiny_avatar_config):
+    """With w_refine_photometric the colours are fused before the refinement (which then compares them with the frames)
+    and again after it; colour_subdivisions = 1 splits the canonical mesh 1-to-4 before the final colour."""
+    from avatar.model import load_avatar
+
+    path = build_store(tmp_path / "clip.zarr", frames=True)
+    config = tiny_avatar_config.model_copy(update={"w_refine_photometric": 1.0, "colour_subdivisions": 1,
+                                                   "refine_iterations": 3, "refine_align_steps": 2})  # fmt: skip
+    out = train_avatar_from_store.fn(path, config)
+    av = load_avatar(out)
+    n = len(av.faces)
+    assert n % 4 == 0 and av.has_colour
+    assert int(av.faces[: n // 4, 0].max()) < int(av.faces[3 * n // 4 :].min())  # old corners, then midpoint faces
+    assert torch.allclose(av.skin_weights.sum(-1), torch.ones(len(av.vertices)), atol=1e-4)
+    assert float(av.vertex_colours.std(0).min()) > 0.01  # coloured from the frames, not a flat fill
+    info = json.loads((out / "training.json").read_text())
+    assert info["canonical_faces"] == len(av.faces) and "refine" in info and "colour" in info
+    assert len(open_run(path).read_avatar_mesh().faces) == len(av.faces)

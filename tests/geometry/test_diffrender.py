@@ -113,6 +113,24 @@ def test_silhouette_gradient_moves_boundary_outward():
     assert scale.grad > 0  # a larger mesh covers more pixels
 
 
+@pytest.mark.parametrize("camera,z", small_cameras(), ids=["ortho", "perspective"])
+def test_attributes_interpolate_linear_fields_exactly_and_are_differentiable(camera, z):
+    """Attributes = the vertices' own positions: the rendered attribute is the hit point (a linear field is exact under
+    barycentric interpolation), so its z is the render's -depth; gradients reach attributes and vertices."""
+    v, f = octahedron(z)
+    v = v.clone().requires_grad_(True)
+    attrs = v.detach().clone().requires_grad_(True)
+    r = render_differentiable(v, f, camera, normals=True, silhouette=False, attributes=attrs)
+    m = r.mask
+    assert r.attributes.shape == (1, RES, RES, 3) and bool(m.any())
+    assert torch.allclose(r.attributes[..., 2][m], -r.depth[m], atol=1e-9)
+    assert float(r.attributes[~m].abs().max()) == 0.0
+    (r.attributes[..., 0] * m).sum().backward()
+    assert float(attrs.grad.abs().sum()) > 0 and float(v.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="attributes"):
+        render_differentiable(v, f, camera, attributes=torch.zeros(1, 5, 3))
+
+
 def test_losses():
     pred = torch.zeros(1, 4, 4, 3)
     target = torch.zeros(1, 4, 4, 3)
