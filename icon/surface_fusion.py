@@ -42,6 +42,7 @@ __all__ = [
     "fill_outside",
     "fused_surface",
     "mask_signed_distance",
+    "masked_blur",
     "round_intersection",
     "silhouette_hull",
     "taubin_smooth",
@@ -89,6 +90,16 @@ class SurfaceFusionConfig(BaseModel):
         "clothing is wider than the body (a skirt, a dress, a coat): each mask pixel's front/back prior is at least "
         "this fraction of the elliptic profile of its row's and column's mask runs (the smaller) around the nearest "
         "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
+    )  # fmt: skip
+    hull_smooth: float = Field(
+        0.0, ge=0, description="Gaussian sigma (map pixels) over which the hull's half-depth and centre depth are "
+        "averaged inside the mask: the per-row/column run profile and the nearest body pixel both jump from one row "
+        "to the next beside arms and hips, which the integration turns into stacks of thin sheets where the normals "
+        "are steep. 0 = off.",
+    )  # fmt: skip
+    hull_on_body: bool = Field(
+        True, description="Let the hull push the guide beyond the body's own depth on body pixels too (False: the "
+        "hull guides only pixels outside the body's silhouette; the body's depth stays the prior on it).",
     )  # fmt: skip
     smooth_iterations: int = Field(
         10, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
@@ -196,7 +207,7 @@ def clothed_depth_maps(
     guides = (None, None)
     if cfg.hull_aspect > 0:
         guides = silhouette_hull(m, body.depth, body.depth_back, body.mask, _map_scale(camera, size), cfg.hull_aspect,
-                                 isinstance(camera, OrthographicCamera))  # fmt: skip
+                                 isinstance(camera, OrthographicCamera), cfg.hull_smooth, cfg.hull_on_body)  # fmt: skip
     depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration, *guides)
     return ClothedDepth(depth, body.depth, body.depth_back, body.mask)
 
@@ -226,6 +237,8 @@ def silhouette_hull(
     k: torch.Tensor,
     aspect: float,
     orthographic: bool = True,
+    smooth: float = 0.0,
+    on_body: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Front/back depth guides: the union of the body and an elliptic hull of the silhouette around it.
 
@@ -242,6 +255,9 @@ def silhouette_hull(
         k: (B,) or scalar pixels per metre (orthographic) or focal length in pixels (pinhole) at this resolution.
         aspect: depth-to-width ratio of the hull.
         orthographic: False for a pinhole camera (pixels per metre = k / depth).
+        smooth: Gaussian sigma in pixels: the half-depth profile and, off the body, the centre depth are replaced by
+            their mask-normalised Gaussian averages (``masked_blur``); 0 = as described above.
+        on_body: False keeps the body's own depth on body pixels (the hull only guides pixels off the body).
 
     Returns:
         (B, R, R) front and back guide depths, NaN outside the mask (and in frames without a body pixel).
@@ -259,15 +275,28 @@ def silhouette_hull(
         half_px = np.minimum(_run_profile(m), _run_profile(m.T).T)
         _, (ii, jj) = distance_transform_edt(~bm[i], return_indices=True)
         mid = 0.5 * (bf[i] + bb[i])[ii, jj]
+        if smooth > 0:
+            half_px = masked_blur(half_px, m, smooth)
+            mid = np.where(bm[i], mid, masked_blur(mid, m, smooth))
         per_m = kk[i] if orthographic else kk[i] / np.maximum(mid, 1e-6)
         half = aspect * half_px / per_m
         front, back = mid - half, mid + half
-        front = np.where(bm[i], np.minimum(front, bf[i]), front)
-        back = np.where(bm[i], np.maximum(back, bb[i]), back)
+        front = np.where(bm[i], np.minimum(front, bf[i]) if on_body else bf[i], front)
+        back = np.where(bm[i], np.maximum(back, bb[i]) if on_body else bb[i], back)
         fronts[i] = np.where(m, front, np.nan)
         backs[i] = np.where(m, back, np.nan)
     return (torch.from_numpy(fronts).to(body_front.device, body_front.dtype),
             torch.from_numpy(backs).to(body_front.device, body_front.dtype))  # fmt: skip
+
+
+def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) Gaussian average (sigma in pixels) of ``values`` over the (H, W) bool ``mask``'s pixels only
+    (normalised convolution: pixels outside the mask neither contribute nor dilute); values outside are kept."""
+    from scipy.ndimage import gaussian_filter
+
+    w = gaussian_filter(mask.astype(np.float64), sigma, mode="constant")
+    v = gaussian_filter(np.where(mask, values, 0.0).astype(np.float64), sigma, mode="constant")
+    return np.where(mask, v / np.maximum(w, 1e-12), values)
 
 
 def _map_scale(camera: Camera, map_size: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from icon.surface_fusion import (
     fill_outside,
     fused_surface,
     mask_signed_distance,
+    masked_blur,
     round_intersection,
     silhouette_hull,
     taubin_smooth,
@@ -257,3 +258,46 @@ def test_hull_gives_a_round_skirt_its_depth():
     (a0, b0), z0 = out[0]
     (a1, b1), z1 = out[1]
     assert a1 < a0 - 0.004 and b1 < b0 - 0.004 and z1 > z0 + 0.02
+
+
+def test_masked_blur_averages_inside_the_mask_only():
+    """Normalised convolution: a constant stays exactly constant up to the mask's edge (the outside neither adds nor
+    dilutes), a linear ramp far from the edge is unchanged (a Gaussian keeps linear functions), a step is spread over
+    about sigma, and values outside the mask are returned as they were."""
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 5:35] = True
+    outside = np.full((40, 40), 7.0)
+    const = np.where(mask, 2.0, outside)
+    out = masked_blur(const, mask, 3.0)
+    assert np.allclose(out[mask], 2.0) and np.array_equal(out[~mask], outside[~mask])
+    ramp = np.tile(np.arange(40.0), (40, 1))
+    assert np.allclose(masked_blur(ramp, mask, 2.0)[15:25, 15:25], ramp[15:25, 15:25], atol=1e-6)
+    step = np.where(np.arange(40)[None, :] < 20, 0.0, 1.0) * np.ones((40, 1))
+    blurred = masked_blur(step, mask, 2.0)
+    assert blurred[20, 19] == pytest.approx(0.5 - 0.5 * math.erf(0.5 / (2.0 * math.sqrt(2))), abs=0.02)
+    assert blurred[20, 12] < 1e-3 and blurred[20, 28] > 1 - 1e-3
+
+
+def test_smoothed_hull_has_no_row_to_row_terraces():
+    """A torso strip with an arm beside it that touches it on every other row (a comb): the row runs, and with them
+    the unsmoothed hull's thickness beside the torso, jump from row to row (the stacks of thin sheets the
+    integration makes of them); the smoothed hull's thickness there changes by a fraction of that between rows, and
+    off the body the guide keeps the body's mid-depth. With ``on_body=False`` body pixels carry the body's depth."""
+    m = torch.zeros(1, 60, 60, dtype=torch.bool)
+    m[:, 10:50, 20:34] = True  # torso (with clothing)
+    m[:, 10:50, 36:40] = True  # arm
+    m[:, 10:50:2, 34:36] = True  # the gap closed on every other row
+    bm = torch.zeros_like(m)
+    bm[:, 10:50, 22:32] = True
+    bf = torch.where(bm, torch.full(m.shape, 2.9), torch.zeros(m.shape))
+    bb = torch.where(bm, torch.full(m.shape, 3.1), torch.zeros(m.shape))
+    k = torch.tensor([100.0])
+    jumps = []
+    for smooth in (0.0, 2.0):
+        front, back = silhouette_hull(m, bf, bb, bm, k, 0.6, smooth=smooth)
+        thick = (back - front)[0, 20:40, 37].double()
+        jumps.append(float((thick[1:] - thick[:-1]).abs().max()))
+        assert torch.allclose((0.5 * (front + back))[0, 20:40, 37], torch.full((20,), 3.0), atol=1e-6)
+    assert jumps[0] > 0.02 and jumps[1] < 0.25 * jumps[0]
+    front, back = silhouette_hull(m, bf, bb, bm, k, 0.6, on_body=False)
+    assert torch.equal(front[bm], bf[bm]) and torch.equal(back[bm], bb[bm])
