@@ -69,6 +69,13 @@ class SurfaceFusionConfig(BaseModel):
     gap_clearance: float = Field(
         0.015, ge=0, description="Metres the body is grown by where it decides the unseen middle (clothing on it)."
     )
+    carve_within_body: bool = Field(
+        False, description="The body carves the unseen middle only between its own first and last surface along the "
+        "pixel's ray (the gap between an arm and the torso behind it); between the body and a clothing surface the "
+        "depth maps put farther out (loose clothing, a skirt beside the legs) the region stays solid. False: the body "
+        "carves every point deeper than the shell, which hollows loose clothing into shells that open into stacks "
+        "of thin sheets.",
+    )  # fmt: skip
     fill_pixels: int = Field(
         3, ge=1, description="Depth maps are extended this many pixels beyond their masks before bilinear lookups."
     )
@@ -100,6 +107,11 @@ class SurfaceFusionConfig(BaseModel):
     hull_on_body: bool = Field(
         True, description="Let the hull push the guide beyond the body's own depth on body pixels too (False: the "
         "hull guides only pixels outside the body's silhouette; the body's depth stays the prior on it).",
+    )  # fmt: skip
+    side_smooth: float = Field(
+        0.0, ge=0, description="Gaussian sigma (map pixels) of the blur of the silhouette's signed distance: the side "
+        "walls follow a smoothed contour instead of the pixel stairs of the mask (a straight edge, whose signed "
+        "distance is linear, does not move). 0 = off.",
     )  # fmt: skip
     smooth_iterations: int = Field(
         10, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
@@ -348,7 +360,15 @@ class DepthHullField:
         front = fill_outside(depth.depth.front.to(device), mask, cfg.fill_pixels)
         back = fill_outside(depth.depth.back.to(device), mask, cfg.fill_pixels)
         sdm = mask_signed_distance(mask)
-        self.maps = torch.stack([front, back, sdm], dim=-1).float()  # (1, R, R, 3)
+        if cfg.side_smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            sdm = torch.from_numpy(np.stack([gaussian_filter(x, cfg.side_smooth, mode="nearest")
+                                             for x in sdm.cpu().numpy()])).to(sdm.device)  # fmt: skip
+        bmask = depth.body_mask.to(device)
+        body_front = fill_outside(depth.body_front.to(device), bmask, cfg.fill_pixels)
+        body_back = fill_outside(depth.body_back.to(device), bmask, cfg.fill_pixels)
+        self.maps = torch.stack([front, back, sdm, body_front, body_back, bmask.to(front.dtype)], dim=-1).float()
         self.k = _map_scale(camera, size).to(device=device, dtype=torch.float32)
         self.body_vertices = body_vertices
         self.bvh = MeshBVH(body_vertices[None].float(), faces, sign_method="winding")
@@ -385,7 +405,7 @@ class DepthHullField:
         pix = cam.project(p[None])[0]
         w, h = cam.width, cam.height
         in_image = (pix[:, 0] >= 0) & (pix[:, 0] <= w) & (pix[:, 1] >= 0) & (pix[:, 1] <= h)
-        front, back, sdm = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
+        front, back, sdm, body_front, body_back, body_cover = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
         d = -p[:, 2]
         k = self.k if isinstance(cam, OrthographicCamera) else self.k / d.clamp(min=1e-6)
         phi = round_intersection(torch.maximum(front - d, d - back), sdm / k,
@@ -393,6 +413,9 @@ class DepthHullField:
         phi = torch.where(in_image, phi, torch.full_like(phi, 1.0))
         depth_in = torch.minimum(d - front, back - d)  # how far behind the nearer observed surface
         alpha = ((depth_in - cfg.shell) / cfg.shell_ramp).clamp(0.0, 1.0)
+        if cfg.carve_within_body:  # only between the body's first and last surface along the ray
+            within = torch.minimum(d - body_front, body_back - d)
+            alpha = alpha * (within / cfg.shell_ramp).clamp(0.0, 1.0) * (body_cover > 0.5)
         middle = in_image & (alpha > 0) & (phi < 0)
         need = middle | ~in_image
         part_box = torch.zeros_like(need)

@@ -112,6 +112,35 @@ def test_occlusion_gap_is_carved_by_the_body():
     assert (field.maps[..., 1].max() - field.maps[..., 0][field.maps[..., 0] > 0].min()) > 0.4
 
 
+def test_loose_clothing_behind_the_body_stays_solid_but_occlusion_gaps_are_carved():
+    """A 'coat' 15 cm deeper than the body on each side of a body whose 'arm' is 25 cm in front of its 'torso'.
+    Carving only within the body's own ray interval keeps the coat's inside solid (points 7 cm inside its integrated
+    back and front, i.e. deeper than the shell, but outside the torso), where carving everywhere hollows it; both
+    still carve the gap between arm and torso."""
+    torso = ellipsoid((0.3, 0.45, 0.12))
+    arm = ellipsoid((0.06, 0.3, 0.06), centre=(0.1, 0.0, Z + 0.35), subdivisions=3)
+    body = union(torso, arm)
+    coat = union(ellipsoid((0.34, 0.47, 0.28)), ellipsoid((0.08, 0.32, 0.08), centre=(0.1, 0.0, Z + 0.35)))
+    cam = camera()
+    r = render_mesh(coat[0][None], coat[1], cam)
+    fields = []
+    for within in (False, True):
+        cfg = SurfaceFusionConfig(map_size=S, carve_within_body=within)
+        depth = clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None], body[1], cam, cfg)
+        fields.append(DepthHullField(depth, cam, body[0], body[1], None, cfg))
+    # points 7 cm inside the integrated back and front (deeper than shell + ramp) at x = -0.1 (no arm in front)
+    pix = cam.project(torch.tensor([[[-0.1, 0.0, Z]]]))[0, 0] * (S / cam.width)
+    i, j = int(pix[1]), int(pix[0])
+    front, back = fields[1].maps[0, i, j, 0], fields[1].maps[0, i, j, 1]
+    torso_back, torso_front = Z - 0.12 * math.sqrt(1 - (0.1 / 0.3) ** 2), Z + 0.12 * math.sqrt(1 - (0.1 / 0.3) ** 2)
+    assert back > -torso_back + 0.1 and front < -torso_front - 0.1  # the coat's depth was recovered
+    x, y = cam.unproject(torch.tensor([[[j + 0.5, i + 0.5]]]) * (cam.width / S), torch.tensor([[1.0]]))[0, 0, :2]
+    inside_coat = torch.tensor([[x, y, -(back - 0.07)], [x, y, -(front + 0.07)]])
+    gap = torch.tensor([[0.1, 0.0, Z + 0.22]])
+    assert (fields[0](inside_coat) > 0).all() and (fields[1](inside_coat) < 0).all()
+    assert fields[0](gap) > 0 and fields[1](gap) > 0
+
+
 def test_occupancy_decides_the_unseen_middle():
     torso = ellipsoid((0.3, 0.45, 0.12))
     arm = ellipsoid((0.06, 0.3, 0.06), centre=(0.1, 0.0, Z + 0.35), subdivisions=3)
