@@ -21,6 +21,7 @@ ECCV 2022), not its code: per map, one sparse least-squares problem over the mas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +47,12 @@ class IntegrationConfig(BaseModel):
     body_jump: float = Field(
         0.03, gt=0, description="Metres of body-depth difference between neighbouring pixels that cut the edge "
         "(an occlusion boundary of the body).",
+    )  # fmt: skip
+    cut_normal_angle: float = Field(
+        0.0, ge=0, lt=180, description="Degrees the clothed normals of two neighbouring pixels must differ by for a "
+        "body-depth jump between them to cut the edge: a real occlusion boundary (an arm's side against the torso "
+        "behind it) shows in the normals, a jump of a misplaced body part (the fit's hand on the hip where the image "
+        "shows none) does not, and cutting there prints the part's outline into the clothing. 0 = every jump cuts.",
     )  # fmt: skip
     reweight_iterations: int = Field(
         0, ge=0, description="IRLS passes after the first solve: edges whose residual is far above `robust_scale` are "
@@ -177,6 +184,9 @@ def _build_system(
         rhs = ne[..., 0] if axis == 2 else -ne[..., 1]
         both_body = prior_mask[lo] & prior_mask[hi]
         jump = both_body & ((prior_depth[lo] - prior_depth[hi]).abs() > config.body_jump)
+        if config.cut_normal_angle > 0:  # the normals must show the boundary too
+            cos = (normals[lo] * normals[hi]).sum(-1)
+            jump = jump & (cos < math.cos(math.radians(config.cut_normal_angle)))
         ps.append(index[lo][valid])
         qs.append(index[hi][valid])
         as_.append(a[valid])

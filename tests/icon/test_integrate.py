@@ -239,3 +239,24 @@ def test_guide_replaces_the_prior_target_but_not_the_cuts():
     assert (est - depth)[right].abs().max() < 0.002  # the step is still cut: the part beyond it keeps its depth
     same = integrate_normals(n, mask, cam, body, body_mask, IntegrationConfig(), torch.full_like(depth, torch.nan))
     assert torch.allclose(same, plain)
+
+
+def test_body_jump_cuts_only_where_the_normals_show_a_boundary():
+    """With ``cut_normal_angle`` a body-depth jump cuts only where the clothed normals change across the edge.
+    A real step (an arm's side, normals turned 90 degrees on its edge column) is cut exactly as by plain cuts;
+    a phantom 10 cm bump of the body (a misplaced hand, 12 x 12 px) under flat clothing whose normals all face the
+    camera is no longer printed into the clothing: it stays joined and the weak prior barely lifts it."""
+    cam, n, mask, depth, prior = _step_scene()
+    n_edge = n.clone()
+    n_edge[..., S // 2, :] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)  # the step's side faces +x
+    est = integrate_normals(n_edge, mask, cam, prior, mask, IntegrationConfig(cut_normal_angle=30.0))
+    plain = integrate_normals(n_edge, mask, cam, prior, mask)
+    assert torch.allclose(est, plain, atol=1e-9) and (est - depth)[mask].abs().max() < 0.015
+    flat = torch.full((1, S, S), 2.0, dtype=torch.float64)
+    bump = flat.clone()
+    bump[:, 20:32, 20:32] = 1.9  # the body's hand 10 cm in front of the clothing
+    errors = []
+    for angle in (0.0, 30.0):
+        est = integrate_normals(n, mask, cam, bump, mask, IntegrationConfig(cut_normal_angle=angle))
+        errors.append(float((est - flat)[:, 20:32, 20:32].abs().mean()))
+    assert errors[0] > 0.08 and errors[1] < 0.3 * errors[0]
