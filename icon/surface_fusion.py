@@ -83,6 +83,11 @@ class SurfaceFusionConfig(BaseModel):
         0.04, ge=0, description="Points whose closest body point lies on a hand or foot within this (metres) take the "
         "body's signed distance (when hands and feet are replaced).",
     )  # fmt: skip
+    part_blend: bool = Field(
+        False, description="Hands and feet blend into the depth fusion: the body's signed distance weighs in by the "
+        "closest point's hand/foot share and fades out towards `part_distance` (False: a hard switch, which leaves a "
+        "shell where the switch crosses the clothing).",
+    )  # fmt: skip
     margin: float = Field(0.03, gt=0, description="Metres added around the surface's box for marching cubes.")
     occupancy_scale: float = Field(
         0.01, gt=0, description="Metres per logit unit when the implicit net decides the occlusion gaps (fused)."
@@ -378,6 +383,8 @@ class DepthHullField:
             used = torch.zeros(body_vertices.shape[0], dtype=torch.bool, device=device)
             used[faces.to(device)[self.part_faces].reshape(-1)] = True
             self.part_boxes = _part_boxes(body_vertices.float(), used, cfg.part_distance)
+            self.part_vertex = used.float()
+            self.faces = faces.to(device)
         self._mask_points(depth.depth, mask)
 
     def _mask_points(self, depth: DepthMaps, mask: torch.Tensor) -> None:
@@ -389,6 +396,10 @@ class DepthHullField:
         cam = self.camera.to(device=pix.device, dtype=torch.float32)
         pts = [cam.unproject(pix[None], d[i][None])[0] for i in range(2)]
         self.surface_points = torch.cat(pts) if len(ij) else torch.zeros(0, 3, device=pix.device)
+
+    def _part_weight(self, face_index, barycentric, distance) -> torch.Tensor:
+        return _part_weight_of(self.part_vertex, self.faces, face_index, barycentric, distance,
+                               self.config.part_distance)  # fmt: skip
 
     def bounds(self) -> np.ndarray:
         """(2, 3) box holding the depth-map points and the body, plus the margin."""
@@ -439,13 +450,27 @@ class DepthHullField:
                 carve = a * source - (1.0 - a) * cfg.shell
                 sub = torch.where(mid, torch.maximum(sub, carve), sub)
             sub = torch.where(~in_image[idx], sd, sub)
-            if self.part_faces is not None:
+            if self.part_boxes is not None and cfg.part_blend:
+                w = self._part_weight(cp.face_index[0], cp.barycentric[0], cp.distance[0])
+                sub = torch.where(part_box[idx], w * sd + (1.0 - w) * sub, sub)
+            elif self.part_faces is not None:
                 on_part = self.part_faces[cp.face_index[0].clamp(min=0)] & (cp.distance[0] < cfg.part_distance)
                 sub = torch.where(part_box[idx] & on_part, sd, sub)
             phi = phi.clone()
             phi[idx] = sub
         # exact zeros at grid points make degenerate marching-cubes triangles (dropped, leaving pinholes)
         return torch.where(phi == 0, torch.full_like(phi, 1e-7), phi)
+
+
+def _part_weight_of(part_vertex: torch.Tensor, faces: torch.Tensor, face_index: torch.Tensor,
+                    barycentric: torch.Tensor, distance: torch.Tensor, reach: float) -> torch.Tensor:  # fmt: skip
+    """(N,) weight in [0, 1] of the body's signed distance at points with these closest body points: the hand/foot
+    share of the closest point (its face's per-vertex part flags (V,) interpolated by the (N, 3) barycentrics, so it
+    fades over the wrist's and ankle's faces) times a ramp from 1 at half ``reach`` to 0 at ``reach`` metres."""
+    f = faces[face_index.clamp(min=0)]
+    share = (part_vertex[f] * barycentric.to(part_vertex.dtype)).sum(-1)
+    ramp = ((reach - distance) / (0.5 * reach)).clamp(0.0, 1.0)
+    return share.to(distance.dtype) * ramp
 
 
 def round_intersection(a: torch.Tensor, b: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:

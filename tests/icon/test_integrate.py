@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from geometry.cameras import OrthographicCamera, PerspectiveCamera
-from icon.integrate import IntegrationConfig, contour_thickness, integrate_front_back, integrate_normals
+from icon.integrate import (
+    IntegrationConfig,
+    contour_average,
+    contour_thickness,
+    integrate_front_back,
+    integrate_normals,
+)
 
 S = 96
 
@@ -260,3 +266,19 @@ def test_body_jump_cuts_only_where_the_normals_show_a_boundary():
         est = integrate_normals(n, mask, cam, bump, mask, IntegrationConfig(cut_normal_angle=angle))
         errors.append(float((est - flat)[:, 20:32, 20:32].abs().mean()))
     assert errors[0] > 0.08 and errors[1] < 0.3 * errors[0]
+
+
+def test_contour_average_smooths_along_the_contour_only():
+    """On a square's boundary ring, alternating values 1 / 3 average to 2 (away from the corners), a constant stays
+    exact, and pixels off the contour keep their values."""
+    mask = torch.zeros(1, 40, 40, dtype=torch.bool)
+    mask[:, 5:35, 5:35] = True
+    ring = mask.clone()
+    ring[:, 6:34, 6:34] = False
+    values = torch.full((1, 40, 40), 7.0, dtype=torch.float64)
+    values[:, 5, :] = torch.where(torch.arange(40) % 2 == 0, 1.0, 3.0).double()
+    values[:, 6:34, 5] = 2.0
+    out = contour_average(values, ring, 2.0)
+    assert torch.allclose(out[0, 5, 12:28], torch.full((16,), 2.0, dtype=torch.float64), atol=0.02)
+    assert torch.allclose(out[0, 12:28, 5], torch.full((16,), 2.0, dtype=torch.float64), atol=1e-9)
+    assert torch.equal(out[~ring], values[~ring])

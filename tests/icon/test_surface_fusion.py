@@ -330,3 +330,20 @@ def test_smoothed_hull_has_no_row_to_row_terraces():
     assert jumps[0] > 0.02 and jumps[1] < 0.25 * jumps[0]
     front, back = silhouette_hull(m, bf, bb, bm, k, 0.6, on_body=False)
     assert torch.equal(front[bm], bf[bm]) and torch.equal(back[bm], bb[bm])
+
+
+def test_part_weight_fades_over_the_part_border_and_with_distance():
+    """Two triangles sharing an edge, the first a 'hand' (its far vertex flagged), the second not: the weight is the
+    barycentric share of flagged vertices (1 on the flagged vertex, 0.5 half-way, 0 on the unflagged side) times a
+    ramp that is 1 up to half the reach and 0 beyond the reach."""
+    from icon.surface_fusion import _part_weight_of
+
+    flags = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    bary = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    fi = torch.tensor([0, 0, 0, 1])
+    w = _part_weight_of(flags, faces, fi, bary, torch.zeros(4), 0.04)
+    assert torch.allclose(w, torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    d = torch.tensor([0.0, 0.02, 0.03, 0.05])
+    w = _part_weight_of(flags, faces, torch.zeros(4, dtype=torch.long), bary[:1].expand(4, 3), d, 0.04)
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.5, 0.0]))
