@@ -83,6 +83,12 @@ class SurfaceFusionConfig(BaseModel):
         0.04, ge=0, description="Points whose closest body point lies on a hand or foot within this (metres) take the "
         "body's signed distance (when hands and feet are replaced).",
     )  # fmt: skip
+    part_prior: bool = Field(
+        True, description="Hands and feet of the body guide the integration like the rest of it (False: their "
+        "pixels get no body prior and no depth cuts: the fit's hands and feet are the least reliable parts, and a "
+        "misplaced hand otherwise prints its outline into the clothing; with `replace_hands_feet` the body's own "
+        "hands and feet are added to the surface anyway).",
+    )  # fmt: skip
     part_blend: bool = Field(
         False, description="Hands and feet blend into the depth fusion: the body's signed distance weighs in by the "
         "closest point's hand/foot share and fades out towards `part_distance` (False: a hard switch, which leaves a "
@@ -197,6 +203,7 @@ def clothed_depth_maps(
     faces: torch.Tensor,
     camera: Camera,
     config: SurfaceFusionConfig | None = None,
+    part_faces: torch.Tensor | None = None,
 ) -> ClothedDepth:
     """Integrate B frames' clothed normals into front/back depth, guided by the body's rendered depth.
 
@@ -208,9 +215,11 @@ def clothed_depth_maps(
         faces: (F, 3) int64 body faces.
         camera: camera of the crops (batch B or 1).
         config: ``SurfaceFusionConfig``.
+        part_faces: optional (F,) bool hand/foot faces; with ``config.part_prior`` off, pixels where the body shows
+            them (front or back) are no body pixels for the integration (no prior, no depth cuts around them).
 
     Returns:
-        ``ClothedDepth`` at ``config.map_size`` (or S if the crops are smaller).
+        ``ClothedDepth`` at ``config.map_size`` (or S if the crops are smaller); its body maps are the whole body's.
     """
     cfg = config or SurfaceFusionConfig()
     if normals_front.ndim != 4 or normals_front.shape != normals_back.shape or normals_front.shape[-1] != 3:
@@ -221,11 +230,16 @@ def clothed_depth_maps(
     size = min(cfg.map_size, normals_front.shape[1])
     nf, nb, m = downsample_maps(normals_front.float(), normals_back.float(), masks.to(normals_front.device), size)
     body = render_mesh(body_vertices.detach().float(), faces, camera, size, size)
+    prior_mask = body.mask
+    if part_faces is not None and not cfg.part_prior:
+        pf = part_faces.to(body.face_index.device)
+        on_part = pf[body.face_index.clamp(min=0)] | pf[body.face_index_back.clamp(min=0)]
+        prior_mask = body.mask & ~on_part
     guides = (None, None)
     if cfg.hull_aspect > 0:
-        guides = silhouette_hull(m, body.depth, body.depth_back, body.mask, _map_scale(camera, size), cfg.hull_aspect,
+        guides = silhouette_hull(m, body.depth, body.depth_back, prior_mask, _map_scale(camera, size), cfg.hull_aspect,
                                  isinstance(camera, OrthographicCamera), cfg.hull_smooth, cfg.hull_on_body)  # fmt: skip
-    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration, *guides)
+    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, prior_mask, cfg.integration, *guides)
     return ClothedDepth(depth, body.depth, body.depth_back, body.mask)
 
 

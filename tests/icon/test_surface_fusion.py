@@ -347,3 +347,25 @@ def test_part_weight_fades_over_the_part_border_and_with_distance():
     d = torch.tensor([0.0, 0.02, 0.03, 0.05])
     w = _part_weight_of(flags, faces, torch.zeros(4, dtype=torch.long), bary[:1].expand(4, 3), d, 0.04)
     assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.5, 0.0]))
+
+
+def test_a_misplaced_hand_leaves_no_print_without_the_part_prior():
+    """The fit's 'hand' 15 cm in front of a torso whose clothing shows no hand (the image's hand is elsewhere): with
+    the hands' prior and depth cuts the integrated front dents towards the hand over its pixels; without them
+    (``part_prior=False``) it follows the clothing's own normals, within 1 cm of the torso's front."""
+    torso = ellipsoid((0.3, 0.45, 0.15))
+    hand = ellipsoid((0.05, 0.05, 0.03), centre=(0.05, 0.0, Z + 0.3), subdivisions=2)
+    body = union(torso, hand)
+    part_faces = torch.zeros(len(body[1]), dtype=torch.bool)
+    part_faces[len(torso[1]) :] = True
+    cam = camera()
+    r = render_mesh(torso[0][None], torso[1], cam)
+    truth = r.depth[0]
+    hand_px = render_mesh(hand[0][None], hand[1], cam).mask[0]
+    errors = []
+    for prior in (True, False):
+        cfg = SurfaceFusionConfig(map_size=S, part_prior=prior)
+        depth = clothed_depth_maps(r.normal_front, r.normal_back, r.mask, body[0][None], body[1], cam, cfg, part_faces)
+        errors.append(float((depth.depth.front[0] - truth)[hand_px].abs().mean()))
+        assert depth.body_mask[0][hand_px].all()  # the body maps stay the whole body's
+    assert errors[0] > 0.05 and errors[1] < 0.01
