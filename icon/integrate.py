@@ -79,7 +79,7 @@ class IntegrationConfig(BaseModel):
         " on the mask's boundary pixels the back lies `contour_thickness` behind the front (0 = integrate separately).",
     )  # fmt: skip
     contour_smooth: float = Field(
-        0.0, ge=0, description="Gaussian sigma (pixels) of the average of the contour thickness along the mask's "
+        2.0, ge=0, description="Gaussian sigma (pixels) of the average of the contour thickness along the mask's "
         "boundary (`contour_average`): its 1/n_z makes it jump between neighbouring boundary pixels, which shows as "
         "a seam of bumps along the sides. 0 = per pixel.",
     )  # fmt: skip

@@ -70,7 +70,7 @@ class SurfaceFusionConfig(BaseModel):
         0.015, ge=0, description="Metres the body is grown by where it decides the unseen middle (clothing on it)."
     )
     carve_within_body: bool = Field(
-        False, description="The body carves the unseen middle only between its own first and last surface along the "
+        True, description="The body carves the unseen middle only between its own first and last surface along the "
         "pixel's ray (the gap between an arm and the torso behind it); between the body and a clothing surface the "
         "depth maps put farther out (loose clothing, a skirt beside the legs) the region stays solid. False: the body "
         "carves every point deeper than the shell, which hollows loose clothing into shells that open into stacks "
@@ -90,7 +90,7 @@ class SurfaceFusionConfig(BaseModel):
         "hands and feet are added to the surface anyway).",
     )  # fmt: skip
     part_blend: bool = Field(
-        False, description="Hands and feet blend into the depth fusion: the body's signed distance weighs in by the "
+        True, description="Hands and feet blend into the depth fusion: the body's signed distance weighs in by the "
         "closest point's hand/foot share and fades out towards `part_distance` (False: a hard switch, which leaves a "
         "shell where the switch crosses the clothing).",
     )  # fmt: skip
@@ -110,7 +110,7 @@ class SurfaceFusionConfig(BaseModel):
         "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
     )  # fmt: skip
     hull_smooth: float = Field(
-        0.0, ge=0, description="Gaussian sigma (map pixels) over which the hull's half-depth and centre depth are "
+        3.0, ge=0, description="Gaussian sigma (map pixels) over which the hull's half-depth and centre depth are "
         "averaged inside the mask: the per-row/column run profile and the nearest body pixel both jump from one row "
         "to the next beside arms and hips, which the integration turns into stacks of thin sheets where the normals "
         "are steep. 0 = off.",
@@ -120,7 +120,7 @@ class SurfaceFusionConfig(BaseModel):
         "hull guides only pixels outside the body's silhouette; the body's depth stays the prior on it).",
     )  # fmt: skip
     side_smooth: float = Field(
-        0.0, ge=0, description="Gaussian sigma (map pixels) of the blur of the silhouette's signed distance: the side "
+        1.5, ge=0, description="Gaussian sigma (map pixels) of the blur of the silhouette's signed distance: the side "
         "walls follow a smoothed contour instead of the pixel stairs of the mask (a straight edge, whose signed "
         "distance is linear, does not move). 0 = off.",
     )  # fmt: skip
