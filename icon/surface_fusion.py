@@ -3,16 +3,21 @@
 The clothed person is the set of points that (1) project inside the person mask, (2) lie behind the integrated front
 depth and in front of the integrated back depth along their pixel's ray (what the camera sees first and, by the back
 normals, last), and (3) are not in a gap the camera cannot see: deeper than a shell behind the front and before the
-back surface (the space between an arm and the torso behind it) the body decides, grown by a clearance for the
-clothing on it (or, for the ``fused`` surface, the implicit net decides). Hands and feet may come from the body.
+back surface, and between the body's own first and last surface along the ray (the space between an arm and the
+torso behind it), the body decides, grown by a clearance for the clothing on it (or, for the ``fused`` surface, the
+implicit net decides); between the body and clothing the maps put farther out, the inside stays solid. Hands and feet
+come from the body (blended in by their share and distance), and the fit's hands and feet, its least reliable parts,
+neither guide nor cut the integration.
 Points that project outside the image take the body's signed distance. The field is a continuous signed
 distance-like function (metres, negative inside), so marching cubes gives a closed surface; the largest component is
 kept. Nothing here caps how far clothing reaches from the body: the silhouette and the depth maps do.
 
 Where clothing is wider than the body (a skirt between the legs) the normals, which mostly face the camera, say little
 about its depth: the integration is then guided by the union of the body and an elliptic hull of the silhouette
-(`silhouette_hull`). The silhouette's walls are rounded into the front/back slab (`round_intersection`) and the mesh
-gets a few Taubin passes (`taubin_smooth`), so the sides carry no flat wall or pixel stair-steps.
+(`silhouette_hull`, its profile smoothed across rows so that it makes no terraces beside arms). The silhouette's
+walls, on a slightly blurred silhouette distance and a contour thickness averaged along the contour, are rounded into
+the front/back slab (`round_intersection`) and the mesh gets a few Taubin passes (`taubin_smooth`), so the sides carry
+no flat wall, seam of bumps or pixel stair-steps.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ class SurfaceFusionConfig(BaseModel):
         "body's signed distance (when hands and feet are replaced).",
     )  # fmt: skip
     part_prior: bool = Field(
-        True, description="Hands and feet of the body guide the integration like the rest of it (False: their "
+        False, description="Hands and feet of the body guide the integration like the rest of it (False: their "
         "pixels get no body prior and no depth cuts: the fit's hands and feet are the least reliable parts, and a "
         "misplaced hand otherwise prints its outline into the clothing; with `replace_hands_feet` the body's own "
         "hands and feet are added to the surface anyway).",
