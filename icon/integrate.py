@@ -21,6 +21,7 @@ ECCV 2022), not its code: per map, one sparse least-squares problem over the mas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
 
-__all__ = ["DepthMaps", "IntegrationConfig", "contour_thickness", "integrate_front_back", "integrate_normals"]
+__all__ = [
+    "DepthMaps",
+    "IntegrationConfig",
+    "contour_average",
+    "contour_thickness",
+    "integrate_front_back",
+    "integrate_normals",
+]
 
 
 class IntegrationConfig(BaseModel):
@@ -46,6 +54,12 @@ class IntegrationConfig(BaseModel):
     body_jump: float = Field(
         0.03, gt=0, description="Metres of body-depth difference between neighbouring pixels that cut the edge "
         "(an occlusion boundary of the body).",
+    )  # fmt: skip
+    cut_normal_angle: float = Field(
+        0.0, ge=0, lt=180, description="Degrees the clothed normals of two neighbouring pixels must differ by for a "
+        "body-depth jump between them to cut the edge: a real occlusion boundary (an arm's side against the torso "
+        "behind it) shows in the normals, a jump of a misplaced body part (the fit's hand on the hip where the image "
+        "shows none) does not, and cutting there prints the part's outline into the clothing. 0 = every jump cuts.",
     )  # fmt: skip
     reweight_iterations: int = Field(
         0, ge=0, description="IRLS passes after the first solve: edges whose residual is far above `robust_scale` are "
@@ -63,6 +77,11 @@ class IntegrationConfig(BaseModel):
     boundary_weight: float = Field(
         1.0, ge=0, description="Weight (relative to a gradient constraint) of the contour term of integrate_front_back:"
         " on the mask's boundary pixels the back lies `contour_thickness` behind the front (0 = integrate separately).",
+    )  # fmt: skip
+    contour_smooth: float = Field(
+        2.0, ge=0, description="Gaussian sigma (pixels) of the average of the contour thickness along the mask's "
+        "boundary (`contour_average`): its 1/n_z makes it jump between neighbouring boundary pixels, which shows as "
+        "a seam of bumps along the sides. 0 = per pixel.",
     )  # fmt: skip
     min_region: int = Field(
         16, ge=0, description="Pixels a region enclosed by body-depth cuts must have to keep its cuts: a smaller one "
@@ -177,6 +196,9 @@ def _build_system(
         rhs = ne[..., 0] if axis == 2 else -ne[..., 1]
         both_body = prior_mask[lo] & prior_mask[hi]
         jump = both_body & ((prior_depth[lo] - prior_depth[hi]).abs() > config.body_jump)
+        if config.cut_normal_angle > 0:  # the normals must show the boundary too
+            cos = (normals[lo] * normals[hi]).sum(-1)
+            jump = jump & (cos < math.cos(math.radians(config.cut_normal_angle)))
         ps.append(index[lo][valid])
         qs.append(index[hi][valid])
         as_.append(a[valid])
@@ -323,6 +345,23 @@ def contour_thickness(normals_front: torch.Tensor, normals_back: torch.Tensor, k
     """
     delta = 0.5 / k
     return 2 * delta * (1 / normals_front[..., 2].abs().clamp(min=0.1) + 1 / normals_back[..., 2].abs().clamp(min=0.1))
+
+
+def contour_average(values: torch.Tensor, contour: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian average (sigma in pixels) of (B, H, W) values over the pixels of a (B, H, W) bool contour only
+    (normalised convolution), returned on the contour; other pixels keep their values. Along a contour this smooths
+    a per-pixel quantity (the contour thickness, which 1/n_z makes jump from pixel to pixel) without mixing in the
+    interior."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    w = contour.to(values.dtype)[:, None]
+    v = (values * contour)[:, None]
+    for kernel in (g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)):
+        pad = (radius, radius, 0, 0) if kernel.shape[-1] > 1 else (0, 0, radius, radius)
+        w = tnf.conv2d(tnf.pad(w, pad), kernel)
+        v = tnf.conv2d(tnf.pad(v, pad), kernel)
+    return torch.where(contour, v[:, 0] / w[:, 0].clamp(min=1e-12), values)
 
 
 def _couple(front: _System, back: _System, boundary: torch.Tensor, k: torch.Tensor, thickness: torch.Tensor,
@@ -474,7 +513,10 @@ def _integrate_coupled(normals_front, normals_back, mask, camera, depth_front, d
         thick = thick / d0.clamp(min=1e-6)
     else:
         thick = contour_thickness(normals_front.to(dtype), normals_back.to(dtype), kk)
-    joint = _couple(systems[0], systems[1], _boundary(mask_b), k, thick, cfg.boundary_weight)
+    boundary = _boundary(mask_b)
+    if cfg.contour_smooth > 0:
+        thick = contour_average(thick, boundary, cfg.contour_smooth)
+    joint = _couple(systems[0], systems[1], boundary, k, thick, cfg.boundary_weight)
     x = _solve_system(joint, cfg, device)
     x = torch.exp(x) if perspective else x
     outs[0][mask_b] = x[: systems[0].n].to(outs[0].dtype)

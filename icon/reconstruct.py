@@ -194,13 +194,13 @@ def clothed_surfaces(
                 progress("surface", t + 1, T)
         return body, meshes
     cams = camera_from_params(fit.camera.to(device), fit.image_size, S)
-    depth = clothed_depth_maps(
-        normals_front.to(device).float(), normals_back.to(device).float(), masks.to(device), body, faces, cams,
-        cfg.fusion,
-    )  # fmt: skip
     part_faces = None
     if cfg.replace_hands_feet:
         part_faces = hands_feet_vertex_mask(model.lbs_weights.to(device))[faces].all(dim=1)
+    depth = clothed_depth_maps(
+        normals_front.to(device).float(), normals_back.to(device).float(), masks.to(device), body, faces, cams,
+        cfg.fusion, part_faces,
+    )  # fmt: skip
     for t in range(T):
         cam_t = camera_from_params(fit.camera[t : t + 1].to(device), fit.image_size, S)
         occupancy = None

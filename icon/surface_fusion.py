@@ -3,16 +3,21 @@
 The clothed person is the set of points that (1) project inside the person mask, (2) lie behind the integrated front
 depth and in front of the integrated back depth along their pixel's ray (what the camera sees first and, by the back
 normals, last), and (3) are not in a gap the camera cannot see: deeper than a shell behind the front and before the
-back surface (the space between an arm and the torso behind it) the body decides, grown by a clearance for the
-clothing on it (or, for the ``fused`` surface, the implicit net decides). Hands and feet may come from the body.
+back surface, and between the body's own first and last surface along the ray (the space between an arm and the
+torso behind it), the body decides, grown by a clearance for the clothing on it (or, for the ``fused`` surface, the
+implicit net decides); between the body and clothing the maps put farther out, the inside stays solid. Hands and feet
+come from the body (blended in by their share and distance), and the fit's hands and feet, its least reliable parts,
+neither guide nor cut the integration.
 Points that project outside the image take the body's signed distance. The field is a continuous signed
 distance-like function (metres, negative inside), so marching cubes gives a closed surface; the largest component is
 kept. Nothing here caps how far clothing reaches from the body: the silhouette and the depth maps do.
 
 Where clothing is wider than the body (a skirt between the legs) the normals, which mostly face the camera, say little
 about its depth: the integration is then guided by the union of the body and an elliptic hull of the silhouette
-(`silhouette_hull`). The silhouette's walls are rounded into the front/back slab (`round_intersection`) and the mesh
-gets a few Taubin passes (`taubin_smooth`), so the sides carry no flat wall or pixel stair-steps.
+(`silhouette_hull`, its profile smoothed across rows so that it makes no terraces beside arms). The silhouette's
+walls, on a slightly blurred silhouette distance and a contour thickness averaged along the contour, are rounded into
+the front/back slab (`round_intersection`) and the mesh gets a few Taubin passes (`taubin_smooth`), so the sides carry
+no flat wall, seam of bumps or pixel stair-steps.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "fill_outside",
     "fused_surface",
     "mask_signed_distance",
+    "masked_blur",
     "round_intersection",
     "silhouette_hull",
     "taubin_smooth",
@@ -68,12 +74,30 @@ class SurfaceFusionConfig(BaseModel):
     gap_clearance: float = Field(
         0.015, ge=0, description="Metres the body is grown by where it decides the unseen middle (clothing on it)."
     )
+    carve_within_body: bool = Field(
+        True, description="The body carves the unseen middle only between its own first and last surface along the "
+        "pixel's ray (the gap between an arm and the torso behind it); between the body and a clothing surface the "
+        "depth maps put farther out (loose clothing, a skirt beside the legs) the region stays solid. False: the body "
+        "carves every point deeper than the shell, which hollows loose clothing into shells that open into stacks "
+        "of thin sheets.",
+    )  # fmt: skip
     fill_pixels: int = Field(
         3, ge=1, description="Depth maps are extended this many pixels beyond their masks before bilinear lookups."
     )
     part_distance: float = Field(
         0.04, ge=0, description="Points whose closest body point lies on a hand or foot within this (metres) take the "
         "body's signed distance (when hands and feet are replaced).",
+    )  # fmt: skip
+    part_prior: bool = Field(
+        False, description="Hands and feet of the body guide the integration like the rest of it (False: their "
+        "pixels get no body prior and no depth cuts: the fit's hands and feet are the least reliable parts, and a "
+        "misplaced hand otherwise prints its outline into the clothing; with `replace_hands_feet` the body's own "
+        "hands and feet are added to the surface anyway).",
+    )  # fmt: skip
+    part_blend: bool = Field(
+        True, description="Hands and feet blend into the depth fusion: the body's signed distance weighs in by the "
+        "closest point's hand/foot share and fades out towards `part_distance` (False: a hard switch, which leaves a "
+        "shell where the switch crosses the clothing).",
     )  # fmt: skip
     margin: float = Field(0.03, gt=0, description="Metres added around the surface's box for marching cubes.")
     occupancy_scale: float = Field(
@@ -89,6 +113,21 @@ class SurfaceFusionConfig(BaseModel):
         "clothing is wider than the body (a skirt, a dress, a coat): each mask pixel's front/back prior is at least "
         "this fraction of the elliptic profile of its row's and column's mask runs (the smaller) around the nearest "
         "body depth; 0.6 is a human torso's depth/width. 0 = the body's depth alone.",
+    )  # fmt: skip
+    hull_smooth: float = Field(
+        3.0, ge=0, description="Gaussian sigma (map pixels) over which the hull's half-depth and centre depth are "
+        "averaged inside the mask: the per-row/column run profile and the nearest body pixel both jump from one row "
+        "to the next beside arms and hips, which the integration turns into stacks of thin sheets where the normals "
+        "are steep. 0 = off.",
+    )  # fmt: skip
+    hull_on_body: bool = Field(
+        True, description="Let the hull push the guide beyond the body's own depth on body pixels too (False: the "
+        "hull guides only pixels outside the body's silhouette; the body's depth stays the prior on it).",
+    )  # fmt: skip
+    side_smooth: float = Field(
+        1.5, ge=0, description="Gaussian sigma (map pixels) of the blur of the silhouette's signed distance: the side "
+        "walls follow a smoothed contour instead of the pixel stairs of the mask (a straight edge, whose signed "
+        "distance is linear, does not move). 0 = off.",
     )  # fmt: skip
     smooth_iterations: int = Field(
         10, ge=0, description="Taubin (λ|μ) smoothing passes over the extracted mesh (removes the pixel and voxel "
@@ -169,6 +208,7 @@ def clothed_depth_maps(
     faces: torch.Tensor,
     camera: Camera,
     config: SurfaceFusionConfig | None = None,
+    part_faces: torch.Tensor | None = None,
 ) -> ClothedDepth:
     """Integrate B frames' clothed normals into front/back depth, guided by the body's rendered depth.
 
@@ -180,9 +220,11 @@ def clothed_depth_maps(
         faces: (F, 3) int64 body faces.
         camera: camera of the crops (batch B or 1).
         config: ``SurfaceFusionConfig``.
+        part_faces: optional (F,) bool hand/foot faces; with ``config.part_prior`` off, pixels where the body shows
+            them (front or back) are no body pixels for the integration (no prior, no depth cuts around them).
 
     Returns:
-        ``ClothedDepth`` at ``config.map_size`` (or S if the crops are smaller).
+        ``ClothedDepth`` at ``config.map_size`` (or S if the crops are smaller); its body maps are the whole body's.
     """
     cfg = config or SurfaceFusionConfig()
     if normals_front.ndim != 4 or normals_front.shape != normals_back.shape or normals_front.shape[-1] != 3:
@@ -193,11 +235,16 @@ def clothed_depth_maps(
     size = min(cfg.map_size, normals_front.shape[1])
     nf, nb, m = downsample_maps(normals_front.float(), normals_back.float(), masks.to(normals_front.device), size)
     body = render_mesh(body_vertices.detach().float(), faces, camera, size, size)
+    prior_mask = body.mask
+    if part_faces is not None and not cfg.part_prior:
+        pf = part_faces.to(body.face_index.device)
+        on_part = pf[body.face_index.clamp(min=0)] | pf[body.face_index_back.clamp(min=0)]
+        prior_mask = body.mask & ~on_part
     guides = (None, None)
     if cfg.hull_aspect > 0:
-        guides = silhouette_hull(m, body.depth, body.depth_back, body.mask, _map_scale(camera, size), cfg.hull_aspect,
-                                 isinstance(camera, OrthographicCamera))  # fmt: skip
-    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, body.mask, cfg.integration, *guides)
+        guides = silhouette_hull(m, body.depth, body.depth_back, prior_mask, _map_scale(camera, size), cfg.hull_aspect,
+                                 isinstance(camera, OrthographicCamera), cfg.hull_smooth, cfg.hull_on_body)  # fmt: skip
+    depth = integrate_front_back(nf, nb, m, camera, body.depth, body.depth_back, prior_mask, cfg.integration, *guides)
     return ClothedDepth(depth, body.depth, body.depth_back, body.mask)
 
 
@@ -226,6 +273,8 @@ def silhouette_hull(
     k: torch.Tensor,
     aspect: float,
     orthographic: bool = True,
+    smooth: float = 0.0,
+    on_body: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Front/back depth guides: the union of the body and an elliptic hull of the silhouette around it.
 
@@ -242,6 +291,9 @@ def silhouette_hull(
         k: (B,) or scalar pixels per metre (orthographic) or focal length in pixels (pinhole) at this resolution.
         aspect: depth-to-width ratio of the hull.
         orthographic: False for a pinhole camera (pixels per metre = k / depth).
+        smooth: Gaussian sigma in pixels: the half-depth profile and, off the body, the centre depth are replaced by
+            their mask-normalised Gaussian averages (``masked_blur``); 0 = as described above.
+        on_body: False keeps the body's own depth on body pixels (the hull only guides pixels off the body).
 
     Returns:
         (B, R, R) front and back guide depths, NaN outside the mask (and in frames without a body pixel).
@@ -259,15 +311,28 @@ def silhouette_hull(
         half_px = np.minimum(_run_profile(m), _run_profile(m.T).T)
         _, (ii, jj) = distance_transform_edt(~bm[i], return_indices=True)
         mid = 0.5 * (bf[i] + bb[i])[ii, jj]
+        if smooth > 0:
+            half_px = masked_blur(half_px, m, smooth)
+            mid = np.where(bm[i], mid, masked_blur(mid, m, smooth))
         per_m = kk[i] if orthographic else kk[i] / np.maximum(mid, 1e-6)
         half = aspect * half_px / per_m
         front, back = mid - half, mid + half
-        front = np.where(bm[i], np.minimum(front, bf[i]), front)
-        back = np.where(bm[i], np.maximum(back, bb[i]), back)
+        front = np.where(bm[i], np.minimum(front, bf[i]) if on_body else bf[i], front)
+        back = np.where(bm[i], np.maximum(back, bb[i]) if on_body else bb[i], back)
         fronts[i] = np.where(m, front, np.nan)
         backs[i] = np.where(m, back, np.nan)
     return (torch.from_numpy(fronts).to(body_front.device, body_front.dtype),
             torch.from_numpy(backs).to(body_front.device, body_front.dtype))  # fmt: skip
+
+
+def masked_blur(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) Gaussian average (sigma in pixels) of ``values`` over the (H, W) bool ``mask``'s pixels only
+    (normalised convolution: pixels outside the mask neither contribute nor dilute); values outside are kept."""
+    from scipy.ndimage import gaussian_filter
+
+    w = gaussian_filter(mask.astype(np.float64), sigma, mode="constant")
+    v = gaussian_filter(np.where(mask, values, 0.0).astype(np.float64), sigma, mode="constant")
+    return np.where(mask, v / np.maximum(w, 1e-12), values)
 
 
 def _map_scale(camera: Camera, map_size: int) -> torch.Tensor:
@@ -319,7 +384,15 @@ class DepthHullField:
         front = fill_outside(depth.depth.front.to(device), mask, cfg.fill_pixels)
         back = fill_outside(depth.depth.back.to(device), mask, cfg.fill_pixels)
         sdm = mask_signed_distance(mask)
-        self.maps = torch.stack([front, back, sdm], dim=-1).float()  # (1, R, R, 3)
+        if cfg.side_smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            sdm = torch.from_numpy(np.stack([gaussian_filter(x, cfg.side_smooth, mode="nearest")
+                                             for x in sdm.cpu().numpy()])).to(sdm.device)  # fmt: skip
+        bmask = depth.body_mask.to(device)
+        body_front = fill_outside(depth.body_front.to(device), bmask, cfg.fill_pixels)
+        body_back = fill_outside(depth.body_back.to(device), bmask, cfg.fill_pixels)
+        self.maps = torch.stack([front, back, sdm, body_front, body_back, bmask.to(front.dtype)], dim=-1).float()
         self.k = _map_scale(camera, size).to(device=device, dtype=torch.float32)
         self.body_vertices = body_vertices
         self.bvh = MeshBVH(body_vertices[None].float(), faces, sign_method="winding")
@@ -329,6 +402,8 @@ class DepthHullField:
             used = torch.zeros(body_vertices.shape[0], dtype=torch.bool, device=device)
             used[faces.to(device)[self.part_faces].reshape(-1)] = True
             self.part_boxes = _part_boxes(body_vertices.float(), used, cfg.part_distance)
+            self.part_vertex = used.float()
+            self.faces = faces.to(device)
         self._mask_points(depth.depth, mask)
 
     def _mask_points(self, depth: DepthMaps, mask: torch.Tensor) -> None:
@@ -340,6 +415,10 @@ class DepthHullField:
         cam = self.camera.to(device=pix.device, dtype=torch.float32)
         pts = [cam.unproject(pix[None], d[i][None])[0] for i in range(2)]
         self.surface_points = torch.cat(pts) if len(ij) else torch.zeros(0, 3, device=pix.device)
+
+    def _part_weight(self, face_index, barycentric, distance) -> torch.Tensor:
+        return _part_weight_of(self.part_vertex, self.faces, face_index, barycentric, distance,
+                               self.config.part_distance)  # fmt: skip
 
     def bounds(self) -> np.ndarray:
         """(2, 3) box holding the depth-map points and the body, plus the margin."""
@@ -356,7 +435,7 @@ class DepthHullField:
         pix = cam.project(p[None])[0]
         w, h = cam.width, cam.height
         in_image = (pix[:, 0] >= 0) & (pix[:, 0] <= w) & (pix[:, 1] >= 0) & (pix[:, 1] <= h)
-        front, back, sdm = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
+        front, back, sdm, body_front, body_back, body_cover = sample_pixels(self.maps, pix[None], (h, w))[0].unbind(-1)
         d = -p[:, 2]
         k = self.k if isinstance(cam, OrthographicCamera) else self.k / d.clamp(min=1e-6)
         phi = round_intersection(torch.maximum(front - d, d - back), sdm / k,
@@ -364,6 +443,9 @@ class DepthHullField:
         phi = torch.where(in_image, phi, torch.full_like(phi, 1.0))
         depth_in = torch.minimum(d - front, back - d)  # how far behind the nearer observed surface
         alpha = ((depth_in - cfg.shell) / cfg.shell_ramp).clamp(0.0, 1.0)
+        if cfg.carve_within_body:  # only between the body's first and last surface along the ray
+            within = torch.minimum(d - body_front, body_back - d)
+            alpha = alpha * (within / cfg.shell_ramp).clamp(0.0, 1.0) * (body_cover > 0.5)
         middle = in_image & (alpha > 0) & (phi < 0)
         need = middle | ~in_image
         part_box = torch.zeros_like(need)
@@ -387,13 +469,27 @@ class DepthHullField:
                 carve = a * source - (1.0 - a) * cfg.shell
                 sub = torch.where(mid, torch.maximum(sub, carve), sub)
             sub = torch.where(~in_image[idx], sd, sub)
-            if self.part_faces is not None:
+            if self.part_boxes is not None and cfg.part_blend:
+                w = self._part_weight(cp.face_index[0], cp.barycentric[0], cp.distance[0])
+                sub = torch.where(part_box[idx], w * sd + (1.0 - w) * sub, sub)
+            elif self.part_faces is not None:
                 on_part = self.part_faces[cp.face_index[0].clamp(min=0)] & (cp.distance[0] < cfg.part_distance)
                 sub = torch.where(part_box[idx] & on_part, sd, sub)
             phi = phi.clone()
             phi[idx] = sub
         # exact zeros at grid points make degenerate marching-cubes triangles (dropped, leaving pinholes)
         return torch.where(phi == 0, torch.full_like(phi, 1e-7), phi)
+
+
+def _part_weight_of(part_vertex: torch.Tensor, faces: torch.Tensor, face_index: torch.Tensor,
+                    barycentric: torch.Tensor, distance: torch.Tensor, reach: float) -> torch.Tensor:  # fmt: skip
+    """(N,) weight in [0, 1] of the body's signed distance at points with these closest body points: the hand/foot
+    share of the closest point (its face's per-vertex part flags (V,) interpolated by the (N, 3) barycentrics, so it
+    fades over the wrist's and ankle's faces) times a ramp from 1 at half ``reach`` to 0 at ``reach`` metres."""
+    f = faces[face_index.clamp(min=0)]
+    share = (part_vertex[f] * barycentric.to(part_vertex.dtype)).sum(-1)
+    ramp = ((reach - distance) / (0.5 * reach)).clamp(0.0, 1.0)
+    return share.to(distance.dtype) * ramp
 
 
 def round_intersection(a: torch.Tensor, b: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:
