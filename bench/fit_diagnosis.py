@@ -23,12 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-import yaml
-from fit_validation import read_rgb
+from fit_validation import config_from_args, read_rgb
 from validation_data import CV_TO_GL, DEFAULT_ROOT
 
 from body import BodyModel
-from flows.config import load_config
 from icon.fit import fit_body
 from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
 
@@ -167,15 +165,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    overrides: dict = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    cfg = load_config(args.config, overrides)
+    cfg = config_from_args(args.config, args.set)
     model = BodyModel(learned_landmarks=not args.table_landmarks)
     subjects = sorted((args.validation / "subjects").iterdir())
     if args.subjects is not None:

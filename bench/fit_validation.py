@@ -273,6 +273,19 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def config_from_args(preset: str, items: list[str]):
+    """The pipeline config of ``preset`` with ``KEY=VALUE`` overrides (dotted keys, YAML values)."""
+    overrides: dict = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return load_config(preset, overrides)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--validation", type=Path, default=VALIDATION)
@@ -298,15 +311,7 @@ def main() -> None:
         print(summary(sorted(rows, key=lambda r: r["subject"])))
         return
     torch.manual_seed(0)
-    overrides: dict = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    cfg = load_config(args.config, overrides)
+    cfg = config_from_args(args.config, args.set)
     model = BodyModel(learned_landmarks=not args.table_landmarks)
     net = None if args.no_refine else load_normal_net(weights_path("normal_net"), "cpu")
     ev = load_scorer(args.validation)
