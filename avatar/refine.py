@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as tnf
 
+from avatar.colour import edge_distance
 from avatar.config import AvatarConfig
 from avatar.poses import FramePoses
 from body.lbs import skin_points
@@ -164,8 +165,6 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, edge_faces: 
 def outside_distance(masks: torch.Tensor, max_px: int = 64) -> torch.Tensor:
     """Chessboard distance (px) of each pixel outside the person masks (T, H, W) to the nearest mask pixel, capped at
     ``max_px`` (0 inside the mask; the image is padded with background, so the border does not cut distances)."""
-    from avatar.colour import edge_distance
-
     outside = tnf.pad(~masks.bool(), (max_px, max_px, max_px, max_px), value=True)
     return edge_distance(outside, max_px)[:, max_px:-max_px, max_px:-max_px]
 
@@ -265,6 +264,12 @@ def surface_samples(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor
     return torch.cat([vertices, tri.mean(2), mids.flatten(1, 2)], dim=1)
 
 
+def _skin_frames(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """The canonical (V, 3) mesh with (V, 24) weights skinned by B frames' (B, 24, 4, 4) transforms: (B, V, 3)."""
+    b = transforms.shape[0]
+    return skin_points(vertices[None].expand(b, -1, -1), weights[None].expand(b, -1, -1), transforms)
+
+
 def _carve_term(verts_c: torch.Tensor, weights: torch.Tensor, faces: torch.Tensor, frame_transforms, pose: torch.Tensor,
                 tg: RefineTargets, distance: torch.Tensor, robust: torch.Tensor, config: AvatarConfig) -> torch.Tensor:
     """Robust-weighted mean over all T frames of :func:`carve_energy` of the canonical mesh's (V, 3) vertices, face
@@ -272,8 +277,7 @@ def _carve_term(verts_c: torch.Tensor, weights: torch.Tensor, faces: torch.Tenso
     t = distance.shape[0]
     out = []
     for idx in torch.arange(t, device=verts_c.device).split(8):
-        posed = skin_points(verts_c[None].expand(len(idx), -1, -1), weights[None].expand(len(idx), -1, -1),
-                            frame_transforms(idx, pose[idx]))  # fmt: skip
+        posed = _skin_frames(verts_c, weights, frame_transforms(idx, pose[idx]))
         out.append(carve_energy(surface_samples(posed, faces), camera_subset(tg.camera, idx), distance[idx],
                                 config.refine_carve_margin_px))  # fmt: skip
     return (robust * torch.cat(out)).sum() / robust.sum()
@@ -290,8 +294,7 @@ def _render_frames(vertices: torch.Tensor, weights: torch.Tensor, faces: torch.T
     """Skin the canonical (V, 3) mesh with (V, 24) weights by B frames' (B, 24, 4, 4) transforms and render its soft
     silhouette (normals if ``normals``, its (V, 3) ``colours`` if given) in those frames' cameras
     (`render_differentiable`)."""
-    b = transforms.shape[0]
-    posed = skin_points(vertices[None].expand(b, -1, -1), weights[None].expand(b, -1, -1), transforms)
+    posed = _skin_frames(vertices, weights, transforms)
     return render_differentiable(posed, faces, camera, normals=normals, silhouette=True, sigma_px=sigma_px,
                                  topology=topology, attributes=None if colours is None else colours[None])  # fmt: skip
 
@@ -569,8 +572,9 @@ def subdivide_avatar(avatar, levels: int = 1) -> None:
     four; new vertices take the mean skinning weights (and colours) of their edge's ends, so the posed surface does not
     move. A finer mesh holds finer colour (about 4x the vertices per level)."""
     for _ in range(int(levels)):
-        colours = avatar.vertex_colours if avatar.has_colour else None
-        v, f, w = subdivide_midpoint(avatar.vertices, avatar.faces, avatar.skin_weights)
-        if colours is not None:
-            avatar.vertex_colours = subdivide_midpoint(avatar.vertices, avatar.faces, colours)[2]
-        avatar.vertices, avatar.faces, avatar.skin_weights = v, f, w
+        weights = avatar.skin_weights
+        values = torch.cat([weights, avatar.vertex_colours.to(weights)], -1) if avatar.has_colour else weights
+        v, f, values = subdivide_midpoint(avatar.vertices, avatar.faces, values)
+        if avatar.has_colour:
+            avatar.vertex_colours = values[:, weights.shape[1]:].to(avatar.vertex_colours.dtype)
+        avatar.vertices, avatar.faces, avatar.skin_weights = v, f, values[:, : weights.shape[1]]

@@ -23,24 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from fit_validation import config_from_args, read_rgb
+from fit_validation import config_from_args, prepare, read_rgb
+from surface_errors import part_of_vertices
 from validation_data import CV_TO_GL, DEFAULT_ROOT
 
 from body import BodyModel
 from icon.fit import fit_body
-from icon.person import PersonDetector, PersonTrackingConfig, compute_crop_boxes, crop_frames, detect_person
+from icon.person import PersonDetector
 
 ROOT = Path(__file__).resolve().parent.parent
-# Body parts by the vertex's dominant skinning joint (SMPL joint indices).
+# Body parts by the vertex's dominant skinning joint.
 PARTS = {
-    "head": (12, 15),
-    "torso": (0, 3, 6, 9, 13, 14),
-    "upper arms": (16, 17),
-    "forearms": (18, 19),
-    "hands": (20, 21, 22, 23),
-    "thighs": (1, 2),
-    "shins": (4, 5),
-    "feet": (7, 8, 10, 11),
+    "head": ("neck", "head"),
+    "torso": ("pelvis", "spine1", "spine2", "spine3", "left_collar", "right_collar"),
+    "upper arms": ("left_shoulder", "right_shoulder"),
+    "forearms": ("left_elbow", "right_elbow"),
+    "hands": ("left_wrist", "right_wrist", "left_hand", "right_hand"),
+    "thighs": ("left_hip", "right_hip"),
+    "shins": ("left_knee", "right_knee"),
+    "feet": ("left_ankle", "right_ankle", "left_foot", "right_foot"),
 }
 
 
@@ -50,14 +51,11 @@ def detections(sdir: Path, cache: Path, cfg, detector_factory) -> dict[str, np.n
     if path.is_file():
         d = dict(np.load(path))
         return d if d["valid"] else None
-    frames = read_rgb(sdir / "image.png")[None]
-    track = detect_person(frames, detector_factory(), PersonTrackingConfig(detect_size=cfg.person.detect_size))
-    boxes = compute_crop_boxes(track.boxes, track.valid, margin=cfg.person.crop_margin)
-    crop = crop_frames(frames, track.masks, track.keypoints, boxes, size=cfg.person.crop_size)
-    kp3 = getattr(track, "keypoints3d", None)
-    d = {"images": crop.images, "masks": crop.masks, "keypoints": crop.keypoints, "valid": np.asarray(track.valid[0])}
-    if kp3 is not None:
-        d["keypoints3d"] = kp3
+    prep = prepare(read_rgb(sdir / "image.png")[None], detector_factory(), cfg.person.crop_size, cfg.person.crop_margin,
+                   cfg.person.detect_size)  # fmt: skip
+    d = {"images": prep.images, "masks": prep.masks, "keypoints": prep.keypoints, "valid": np.asarray(prep.valid[0])}
+    if prep.keypoints3d is not None:
+        d["keypoints3d"] = prep.keypoints3d
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **d)
     return d if d["valid"] else None
@@ -103,7 +101,8 @@ def verts(model: BodyModel, p: dict[str, torch.Tensor]) -> np.ndarray:
 
 
 def part_means(err: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {name: float(err[np.isin(labels, joints)].mean()) for name, joints in PARTS.items()}
+    """Mean of (V,) errors per body part, ``labels`` (V,) from `surface_errors.part_of_vertices` with `PARTS`."""
+    return {name: float(err[labels == i].mean()) for i, name in enumerate(PARTS)}
 
 
 def eval_subject(model, cfg, sdir: Path, args, detector_factory) -> dict:
@@ -120,7 +119,7 @@ def eval_subject(model, cfg, sdir: Path, args, detector_factory) -> dict:
     cam = json.loads((sdir / "camera.json").read_text())
     body = trimesh.load(sdir / "body.obj", process=False)
     gt = (CV_TO_GL @ (np.asarray(cam["R"]) @ body.vertices.T + np.asarray(cam["t"])[:, None])).T
-    labels = model.lbs_weights.argmax(-1).numpy()
+    labels = part_of_vertices(model, PARTS)
     fitted = {"betas": fit.betas[:1], "global_orient": fit.global_orient[:1], "body_pose": fit.body_pose[:1],
               "transl": fit.transl[:1]}  # fmt: skip
     err = vertex_errors(verts(model, fitted), gt)

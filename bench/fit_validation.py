@@ -73,7 +73,7 @@ def run_fit(model, prep: Prepared, cfg, normal_net, refine: bool) -> tuple[BodyF
     kp = torch.from_numpy(prep.keypoints)
     m = torch.from_numpy(prep.masks)
     extra = {}
-    if prep.keypoints3d is not None and "keypoints3d" in fit_body.__code__.co_varnames:  # older fits lack it
+    if prep.keypoints3d is not None:
         extra["keypoints3d"] = torch.from_numpy(prep.keypoints3d)
     t0 = time.perf_counter()
     fit = fit_body(model, kp, m, prep.images.shape[1], cfg.fit, **extra).detach()

@@ -39,12 +39,12 @@ PARTS = {
 }  # fmt: skip
 
 
-def part_of_vertices(model) -> np.ndarray:
-    """(V,) index into PARTS of each body vertex (its heaviest joint's part)."""
+def part_of_vertices(model, parts: dict[str, tuple[str, ...]] = PARTS) -> np.ndarray:
+    """(V,) index into ``parts`` (name → SMPL joint names) of each body vertex (its heaviest joint's part)."""
     from body.model import SMPL_JOINT_NAMES
 
     joint_part = np.zeros(len(SMPL_JOINT_NAMES), int)
-    for i, joints in enumerate(PARTS.values()):
+    for i, joints in enumerate(parts.values()):
         for j in joints:
             joint_part[SMPL_JOINT_NAMES.index(j)] = i
     return joint_part[model.lbs_weights.argmax(1).cpu().numpy()]

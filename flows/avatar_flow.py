@@ -348,6 +348,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
     camera = camera_from_params(data.cameras, data.image_size)
     weights = data.frame_weights.clone()
     has_mask = masks.flatten(1).any(1)
+    rgb = torch.from_numpy(np.asarray(frames.image)).float() / 255.0 if config.colour else None  # (T, S, S, 3)
     if not bool(has_mask.all()):
         logger.warning("avatar: %d of %d frames have no person mask in the store; the avatar is not refined%s",
                        int((~has_mask).sum()), len(data.frames), "" if has_mask.any() else " nor coloured")  # fmt: skip
@@ -360,7 +361,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
             logger.warning("avatar refinement: the store lacks some normal maps; refining against the masks only")
         images = None
         if config.w_refine_photometric > 0 and config.colour:  # colours first: the refinement registers the frames
-            images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0 * masks[..., None]
+            images = rgb * masks[..., None]
             avatar.vertex_colours = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
                                                           cos_power=config.colour_cos_power).colours  # fmt: skip
         targets = RefineTargets(masks, camera, front * masks[..., None] if has_normals else None,
@@ -378,8 +379,7 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
     if config.colour and bool(has_mask.any()):
         t0 = time.perf_counter()
         subdivide_avatar(avatar, config.colour_subdivisions)
-        images = torch.from_numpy(np.asarray(frames.image)).float() / 255.0
-        fused = avatar_vertex_colours(avatar, camera, images, masks, edge_px=config.colour_edge_px,
+        fused = avatar_vertex_colours(avatar, camera, rgb, masks, edge_px=config.colour_edge_px,
                                       frame_weights=weights, cos_power=config.colour_cos_power)  # fmt: skip
         avatar.vertex_colours = fused.colours.to(avatar.device)
         info["colour"] = {"seen_fraction": round(float(fused.seen.float().mean()), 4),
@@ -387,8 +387,8 @@ def refine_and_colour(avatar: Avatar, store: RunStore, data: StoreTrainingData, 
         if avatar_dir is not None:
             for i, (t, (v, f)) in enumerate(zip(data.frames, data.meshes, strict=True)):
                 cam = camera_from_params(data.cameras[i : i + 1], data.image_size)
-                rgb = frame_vertex_colours(v, f, cam, images[i], masks[i], config.colour_edge_px)
-                save_mesh(Path(avatar_dir) / "frames" / f"frame_{t:06d}.ply", v, f, rgb)
+                colours = frame_vertex_colours(v, f, cam, rgb[i], masks[i], config.colour_edge_px)
+                save_mesh(Path(avatar_dir) / "frames" / f"frame_{t:06d}.ply", v, f, colours)
         info["seconds"]["colour"] = round(time.perf_counter() - t0, 2)
         logger.info("avatar: colours fused from %d frames (%.0f %% of vertices seen) in %.1f s", len(data.frames),
                     100 * float(fused.seen.float().mean()), info["seconds"]["colour"])  # fmt: skip

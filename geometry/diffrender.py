@@ -111,9 +111,9 @@ def _ray_triangle(origins, directions, tri):
     return torch.stack([1.0 - u - v, u, v], dim=-1), t
 
 
-def _interpolated_normals(vertices, faces, normals, face_map, origins, directions, normalize: bool = True):
-    """Differentiable normal map (B, H, W, 3) and ray parameters (B, H, W) for the pixels hit (face_map >= 0).
-    ``normals`` may be any per-vertex values (B or 1, V, C); ``normalize=False`` interpolates them unchanged."""
+def _interpolated_values(vertices, faces, normals, face_map, origins, directions, normalize: bool = True):
+    """Differentiable map of per-vertex values (B, H, W, C) and ray parameters (B, H, W) for the pixels hit
+    (face_map >= 0): normals (B, V, 3), renormalised, or with ``normalize=False`` any (B or 1, V, C) values."""
     b_idx, i_idx, j_idx = torch.nonzero(face_map >= 0, as_tuple=True)
     out_n = torch.zeros(*face_map.shape, normals.shape[-1], dtype=vertices.dtype, device=vertices.device)
     out_t = torch.zeros(face_map.shape, dtype=vertices.dtype, device=vertices.device)
@@ -301,12 +301,12 @@ def render_differentiable(
     out = DiffRender(mask=hits.hit, normal_front=None, normal_back=None, depth=None, silhouette=None)
     if normals:
         vn = vertex_normals(vertices, faces)
-        out.normal_front, t_front = _interpolated_normals(vertices, faces, vn, hits.face_front, origins, directions)
-        out.normal_back, _ = _interpolated_normals(vertices, faces, vn, hits.face_back, origins, directions)
+        out.normal_front, t_front = _interpolated_values(vertices, faces, vn, hits.face_front, origins, directions)
+        out.normal_back, _ = _interpolated_values(vertices, faces, vn, hits.face_back, origins, directions)
         z = origins[..., 2].to(vertices.dtype) + t_front * directions[..., 2].to(vertices.dtype)
         out.depth = -z * hits.hit.to(vertices.dtype)
     if attributes is not None:
-        out.attributes, _ = _interpolated_normals(vertices, faces, attributes, hits.face_front, origins, directions,
+        out.attributes, _ = _interpolated_values(vertices, faces, attributes, hits.face_front, origins, directions,
                                                   normalize=False)  # fmt: skip
     if silhouette:
         topology = edge_topology(faces) if topology is None else topology
