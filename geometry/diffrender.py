@@ -384,13 +384,15 @@ def normal_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor 
     return (diff * w).sum() / w.sum().clamp(min=1.0)
 
 
-def silhouette_loss(soft: torch.Tensor, mask: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+def silhouette_loss(soft: torch.Tensor, mask: torch.Tensor, kind: str = "l1", uncovered: float = 1.0) -> torch.Tensor:
     """Silhouette loss between a soft render and a target mask.
 
     Args:
         soft: (B, H, W) soft silhouette in [0, 1].
         mask: (B, H, W) target mask (bool or float in [0, 1]).
         kind: "l1" (mean absolute difference, ICON) or "iou" (1 - soft IoU).
+        uncovered: "l1" only: weight of mask the render leaves uncovered (render outside the mask always costs
+            fully); below 1 for a naked body against a clothed mask, where clothing may fill it. 1 = symmetric.
 
     Returns:
         Scalar loss.
@@ -399,7 +401,8 @@ def silhouette_loss(soft: torch.Tensor, mask: torch.Tensor, kind: str = "l1") ->
         raise ValueError(f"soft and mask must both be (B, H, W), got {tuple(soft.shape)} and {tuple(mask.shape)}")
     target = mask.to(soft.dtype)
     if kind == "l1":
-        return (soft - target).abs().mean()
+        diff = soft - target
+        return (diff.abs() if uncovered == 1.0 else torch.relu(diff) + uncovered * torch.relu(-diff)).mean()
     if kind == "iou":
         inter = (soft * target).sum(dim=(1, 2))
         union = (soft + target - soft * target).sum(dim=(1, 2)).clamp(min=1e-12)

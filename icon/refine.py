@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from body.landmarks import mediapipe_landmarks_3d
 from body.params import BodyParams
 from geometry.cameras import Camera, OrthographicCamera, PerspectiveCamera
-from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable
+from geometry.diffrender import EdgeTopology, edge_topology, normal_l1_loss, render_differentiable, silhouette_loss
 from geometry.render import render_mesh
 from icon.fit import BodyFit
 from icon.fit_terms import bend_prior, geman_mcclure, pose_prior
@@ -208,16 +208,14 @@ def downsample_targets(
 
 def clothed_silhouette_loss(soft: torch.Tensor, mask: torch.Tensor, uncovered: float) -> torch.Tensor:
     """Asymmetric silhouette L1 of a naked body against a clothed mask (scalar): body coverage outside the mask
-    costs fully, mask left uncovered by the body costs ``uncovered`` (clothing may fill it); ``uncovered = 1`` is
-    `geometry.diffrender.silhouette_loss(..., kind="l1")`.
+    costs fully, mask left uncovered by the body costs ``uncovered`` (clothing may fill it):
+    `geometry.diffrender.silhouette_loss(..., kind="l1", uncovered=uncovered)`.
 
     Args:
         soft: (B, H, W) soft body silhouette in [0, 1].
         mask: (B, H, W) clothed person mask (bool or float coverage).
     """
-    target = mask.to(soft.dtype)
-    diff = soft - target
-    return (torch.relu(diff) + uncovered * torch.relu(-diff)).mean()
+    return silhouette_loss(soft, mask, "l1", uncovered)
 
 
 def _keypoint_term(uv: torch.Tensor, keypoints: torch.Tensor, weights: torch.Tensor, size: int, sigma_px: float):
